@@ -1,0 +1,126 @@
+"""Shared fixtures: a tiny JSONL-registered task scored by the core's real scorer, and
+helpers to build results/submissions the way ``rlhf-gym bench`` writes them."""
+
+from __future__ import annotations
+
+import copy
+import json
+import socket
+import threading
+import time
+
+import pytest
+
+TINY = [
+    ("t0", "Translate into English: 初めに神は天と地とを創造された。", "In the beginning God created the heavens and the earth."),
+    ("t1", "Translate into English: 神は光を見て、良しとされた。", "God saw the light, and saw that it was good."),
+    ("t2", "Translate into English: 夕となり、また朝となった。", "There was evening and there was morning, the first day."),
+    ("t3", "Translate into English: 神はその光を昼と名づけ、", "God called the light Day, and the darkness he called Night."),
+    ("t4", "Translate into English: 水の間におおぞらがあって、", "Let there be an expanse in the middle of the waters."),
+    ("t5", "Translate into English: 地は形なく、むなしく、", "The earth was formless and empty."),
+]
+GOOD = {"t0": "In the beginning God made the heaven and the earth.", "t1": "God saw that the light was good.",
+        "t2": "It was evening and it was morning, day one.", "t3": "God named the light Day and the dark Night.",
+        "t4": "Let there be a firmament amid the waters.", "t5": "The earth was without form and void."}
+BAD = {k: "I do not know." for k in GOOD}
+
+
+@pytest.fixture(scope="session")
+def bad_predictions() -> dict[str, str]:
+    return dict(BAD)
+
+
+@pytest.fixture(scope="session")
+def evaluation():
+    return pytest.importorskip("rlhf_gym.evaluation", reason="core scorer rlhf_gym.evaluation not installed")
+
+
+@pytest.fixture(scope="session")
+def tiny_env(evaluation, tmp_path_factory) -> str:
+    from rlhf_gym.rewards.base import MetricReward
+    from rlhf_gym.tasks import register_jsonl_task
+
+    path = tmp_path_factory.mktemp("data") / "lb_tiny.jsonl"
+    with path.open("w", encoding="utf-8") as fh:
+        for ex_id, prompt, ref in TINY:
+            fh.write(json.dumps({"id": ex_id, "prompt": prompt, "references": [ref], "split": "test"},
+                                ensure_ascii=False) + "\n")
+    # Metric-based reward and judge (real core models, no encoder to load) keep a recompute
+    # to milliseconds, so a hundred of them fit in a fast test.
+    task = register_jsonl_task("LbTiny", path, kind="translation", reward=lambda: MetricReward("chrf"),
+                               judge=lambda: MetricReward("rougeL"))
+    assert task.env_id in evaluation.list_env_ids()
+    return task.env_id
+
+
+@pytest.fixture(scope="session")
+def make_results(evaluation, tiny_env):
+    """Results JSON for the tiny env, scored by the real scorer (as `bench` would)."""
+    cache: dict = {}
+
+    def make(predictions: dict[str, str] | None = None, agent: str = "lead") -> dict:
+        predictions = predictions or GOOD
+        key = (json.dumps(predictions, sort_keys=True), agent)
+        if key not in cache:
+            preds = [{"id": k, "prediction": v} for k, v in predictions.items()]
+            block = evaluation.score_predictions(tiny_env, preds, split="test")
+            cache[key] = {"schema_version": evaluation.RESULTS_SCHEMA_VERSION, "rlhf_gym_version": "test",
+                          "created": "2026-11-25T03:00:00Z", "agent": {"spec": agent, "name": agent},
+                          "vs_agent": None, "packages": {}, "envs": {tiny_env: block}}
+        return copy.deepcopy(cache[key])
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def make_submission(make_results):
+    from rlhf_gym.leaderboard.validate import build_submission
+
+    def make(name: str = "lead baseline", predictions=None, **meta) -> dict:
+        return build_submission(make_results(predictions), name=name, **meta)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def verifier(evaluation):
+    from rlhf_gym.leaderboard.service import Verifier
+
+    return Verifier(max_parallel=4)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveServer:
+    """Real uvicorn on 127.0.0.1 in a background thread."""
+
+    def __init__(self, app):
+        import uvicorn
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                                                   limit_concurrency=1000))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def live_server():
+    return LiveServer

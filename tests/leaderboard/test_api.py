@@ -1,0 +1,158 @@
+"""HTTP API through FastAPI's TestClient, with the core's real scorer recomputing metrics."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+pytest.importorskip("fastapi", reason="needs the server extra: pip install 'rlhf-gym[server]'")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from rlhf_gym.leaderboard.app import create_app  # noqa: E402
+
+
+@pytest.fixture
+def client(tmp_path, verifier):
+    app = create_app(str(tmp_path / "lb.db"), verifier=verifier, max_body_mb=1, rate_limit="20/min")
+    token = app.state.db.add_user("alice")
+    with TestClient(app) as c:
+        c.headers["Authorization"] = f"Bearer {token}"
+        c.app_db = app.state.db
+        yield c
+
+
+def count(db, table: str) -> int:
+    with db.tx() as tx:
+        return tx.one(f"SELECT COUNT(*) AS n FROM {table}")["n"]
+
+
+def test_valid_submission_is_recomputed_and_verified(client, make_submission, tiny_env):
+    doc = make_submission()
+    r = client.post("/api/submissions", json=doc)
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["created"] and body["verified"] and body["mismatches"] == {tiny_env: {}}
+    sub = client.get(f"/api/submissions/{body['id']}").json()
+    e = sub["envs"][tiny_env]
+    assert e["metrics"]["bleu"] == pytest.approx(doc["results"]["envs"][tiny_env]["metrics"]["bleu"])
+    assert all(row["status"] == "match" for row in e["comparison"].values())
+    # References shown on the detail page come from the server's data, not the submission.
+    assert e["generations"][0]["references"] == ["In the beginning God created the heavens and the earth."]
+    board = client.get("/api/leaderboard").json()
+    assert [r["id"] for r in board["overall"]] == [body["id"]] and board["envs"][tiny_env][0]["verified"]
+    page = client.get(f"/submissions/{body['id']}").text
+    assert "In the beginning God made the heaven and the earth." in page and "✓ verified" in page
+
+
+def test_identical_resubmission_is_idempotent(client, make_submission):
+    doc = make_submission()
+    first = client.post("/api/submissions", json=doc)
+    # Same content, other key order and whitespace: same canonical JSON, same id.
+    again = client.post("/api/submissions", content=json.dumps(doc, indent=3, sort_keys=True),
+                        headers={"Content-Type": "application/json"})
+    assert first.status_code == 201 and again.status_code == 200
+    assert again.json()["id"] == first.json()["id"] and again.json()["created"] is False
+    assert count(client.app_db, "submissions") == 1
+    actions = [a["action"] for a in client.app_db.audit_rows()]
+    assert actions.count("submission.create") == 1 and actions.count("submission.resubmit") == 1
+
+
+def test_tampered_bleu_is_flagged_and_both_values_stored(client, make_submission, tiny_env):
+    doc = make_submission(name="tampered")
+    true_bleu = doc["results"]["envs"][tiny_env]["metrics"]["bleu"]
+    doc["results"]["envs"][tiny_env]["metrics"]["bleu"] = true_bleu + 10
+    r = client.post("/api/submissions", json=doc)
+    assert r.status_code == 201
+    body = r.json()
+    assert body["verified"] is False
+    assert body["mismatches"][tiny_env] == {"bleu": {"submitted": true_bleu + 10, "recomputed": pytest.approx(true_bleu),
+                                                     "status": "mismatch"}}
+    board = client.get("/api/leaderboard").json()["envs"][tiny_env][0]
+    assert board["bleu"] == pytest.approx(true_bleu) and board["verified"] is False  # the recomputed number is shown
+    html = client.get("/").text
+    assert "tampered" in html and "✗" in html
+
+
+def test_tampered_prompt_does_not_reach_the_page(client, make_submission, tiny_env):
+    doc = make_submission(name="prompt edit")
+    doc["results"]["envs"][tiny_env]["generations"][0]["references"] = ["<b>fake reference</b>"]
+    sid = client.post("/api/submissions", json=doc).json()["id"]
+    assert "fake reference" not in client.get(f"/submissions/{sid}").text
+
+
+def test_auth_errors(client, make_submission):
+    doc = make_submission()
+    assert client.post("/api/submissions", json=doc, headers={"Authorization": ""}).status_code == 401
+    r = client.post("/api/submissions", json=doc, headers={"Authorization": "Bearer rlg_wrong"})
+    assert r.status_code == 401 and r.json()["detail"] == "invalid token"
+    assert r.headers["www-authenticate"] == "Bearer"
+    assert count(client.app_db, "submissions") == 0
+
+
+def test_body_over_limit_is_413_by_header_and_by_stream(client):
+    big = b"[" + b"0," * 600_000 + b"0]"  # ~1.2 MB, limit is 1 MiB
+    assert client.post("/api/submissions", content=big).status_code == 413
+
+    def chunks():  # no Content-Length: chunked upload, counted while streaming
+        for i in range(0, len(big), 65536):
+            yield big[i:i + 65536]
+
+    r = client.post("/api/submissions", content=chunks())
+    assert r.status_code == 413 and "larger than 1048576 bytes" in r.json()["detail"]
+
+
+@pytest.mark.parametrize("edit, status, field, message", [
+    (lambda d, env: b"{not json", 422, "$", "body is not valid JSON"),
+    (lambda d, env: d["meta"].pop("name"), 422, "meta.name", "required field is missing"),
+    (lambda d, env: d["results"]["envs"][env]["generations"].pop(), 422, "generations", "missing"),
+    (lambda d, env: d["results"]["envs"][env]["generations"].append({"id": "zz", "prediction": "x"}), 422,
+     "generations", "zz"),
+    (lambda d, env: d["results"]["envs"][env]["generations"].append(
+        dict(d["results"]["envs"][env]["generations"][0])), 422, "generations[6].id", "duplicate example id 't0'"),
+    (lambda d, env: d["results"]["envs"].update({"rlhf_gym/LbTiny-v7": {**d["results"]["envs"][env],
+                                                                       "env_id": "rlhf_gym/LbTiny-v7"}}),
+     422, "rlhf_gym/LbTiny-v7", "unknown version of rlhf_gym/LbTiny"),
+    (lambda d, env: d["results"]["envs"].update({"acme/Nope-v0": {**d["results"]["envs"][env], "env_id": "acme/Nope-v0"}}),
+     422, "acme/Nope-v0", "unknown env id"),
+])
+def test_bad_submissions_are_422_naming_the_problem(client, make_submission, tiny_env, edit, status, field, message):
+    ok = client.post("/api/submissions", json=make_submission(name="kept"))
+    doc = make_submission(name="bad")
+    out = edit(doc, tiny_env)
+    body = out if isinstance(out, bytes) else json.dumps(doc)  # bytes: a raw body
+    r = client.post("/api/submissions", content=body, headers={"Content-Type": "application/json"})
+    assert r.status_code == status, r.text
+    assert field in r.json()["field"] and message.lower() in r.json()["detail"].lower(), r.json()
+    # Nothing already accepted is lost, and the rejection is audited.
+    assert count(client.app_db, "submissions") == 1
+    assert client.get(f"/api/submissions/{ok.json()['id']}").status_code == 200
+    if not isinstance(out, bytes):
+        assert client.app_db.audit_rows()[-1]["action"] == "submission.reject"
+
+
+def test_rate_limit_is_per_user_429(tmp_path, verifier, make_submission):
+    app = create_app(str(tmp_path / "rl.db"), verifier=verifier, rate_limit="3/min")
+    alice, bob = app.state.db.add_user("alice"), app.state.db.add_user("bob")
+    doc = make_submission()
+    with TestClient(app) as c:
+        codes = [c.post("/api/submissions", json=doc, headers={"Authorization": f"Bearer {alice}"}).status_code
+                 for _ in range(4)]
+        assert codes == [201, 200, 200, 429]
+        r = c.post("/api/submissions", json=doc, headers={"Authorization": f"Bearer {alice}"})
+        assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1 and "alice" in r.json()["detail"]
+        assert c.post("/api/submissions", json=doc, headers={"Authorization": f"Bearer {bob}"}).status_code == 200
+
+
+def test_unknown_submission_is_404(client):
+    assert client.get("/api/submissions/deadbeef").status_code == 404
+    assert client.get("/submissions/deadbeef").status_code == 404
+
+
+def test_worse_system_ranks_lower(client, make_submission, tiny_env, bad_predictions):
+    good = client.post("/api/submissions", json=make_submission(name="good")).json()["id"]
+    bad = client.post("/api/submissions", json=make_submission(name="bad", predictions=bad_predictions)).json()["id"]
+    rows = client.get("/api/leaderboard").json()["envs"][tiny_env]
+    assert [r["id"] for r in rows] == [good, bad]
+    assert rows[0]["bleu"] > rows[1]["bleu"]

@@ -1,0 +1,125 @@
+"""Human pairwise feedback: queue, the labelling page (form posts as a browser sends them),
+export to preference JSONL, win rate with bootstrap CI and agreement."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("fastapi", reason="needs the server extra: pip install 'rlhf-gym[server]'")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from rlhf_gym.cli import main  # noqa: E402
+from rlhf_gym.leaderboard.app import COOKIE, create_app  # noqa: E402
+from rlhf_gym.leaderboard.feedback import (  # noqa: E402
+    bootstrap_ci,
+    cohen_kappa,
+    feedback_stats,
+    left_system,
+    queue_pairs,
+)
+from rlhf_gym.leaderboard.service import Verifier  # noqa: E402
+
+ENV = "rlhf_gym/Dialogue-v0"
+
+
+def results_file(path, agent: str, responses: dict[str, str]):
+    gens = [{"id": k, "prompt": f"User: question {k}?\nAssistant:", "prediction": v, "references": ["ref"]}
+            for k, v in responses.items()]
+    path.write_text(json.dumps({"schema_version": 1, "agent": {"name": agent, "spec": agent},
+                                "envs": {ENV: {"env_id": ENV, "split": "test", "metrics": {}, "generations": gens}}}))
+    return path
+
+
+@pytest.fixture
+def queued(tmp_path):
+    a = results_file(tmp_path / "a.json", "ppo", {f"q{i}": f"PPO answer {i}" for i in range(6)} | {"same": "hi"})
+    b = results_file(tmp_path / "b.json", "lead", {f"q{i}": f"lead answer {i}" for i in range(6)} | {"same": "hi",
+                                                                                                   "only_b": "x"})
+    db_path = tmp_path / "fb.db"
+    assert main(["feedback", "queue", "--results", str(a), str(b), "--db", str(db_path)]) == 0
+    # An unused verifier: the feedback pages never score anything.
+    app = create_app(str(db_path), verifier=Verifier(scorer=lambda *a, **k: {}, env_ids=lambda: [], schema_version=1))
+    return app, a, b, db_path
+
+
+def test_queue_is_idempotent_and_skips_identical(queued, capsys):
+    app, a, b, db_path = queued
+    info = queue_pairs(app.state.db, a, b)
+    assert info == {"system_a": "ppo", "system_b": "lead", "added": 0, "already_queued": 6,
+                    "identical_skipped": 1, "unmatched": 1}
+    with app.state.db.tx() as tx:
+        assert tx.one("SELECT COUNT(*) AS n FROM feedback_pairs")["n"] == 6
+
+
+def login(client: TestClient, token: str):
+    r = client.post("/compare/login", data={"token": token}, follow_redirects=False)
+    assert r.status_code == 303 and COOKIE in r.cookies
+
+
+def test_labelling_flow_export_and_stats(queued, tmp_path, capsys):
+    app, _, _, db_path = queued
+    ann1, ann2 = app.state.db.add_user("ann1"), app.state.db.add_user("ann2")
+    users = {u: app.state.db.user_for_token(t) for u, t in (("ann1", ann1), ("ann2", ann2))}
+    with TestClient(app) as c:
+        assert "Annotator token" in c.get("/compare").text
+        assert c.post("/compare/login", data={"token": "nope"}).status_code == 401
+        assert c.post("/compare/label", data={"pair_id": "1", "choice": "left"}).status_code == 401
+        login(c, ann1)
+        page = c.get("/compare").text
+        assert "0 / 6 labelled" in page and "Response A" in page and "Response B" in page
+        # ann1 prefers PPO everywhere except one tie; the choice is positional, so pick the
+        # side where PPO's answer is shown.
+        for _ in range(6):
+            page = c.get("/compare").text
+            pair_id = int(page.split('name="pair_id" value="')[1].split('"')[0])
+            left = left_system(pair_id, users["ann1"]["id"])
+            ppo_left = page.index("PPO answer") < page.index("lead answer")
+            assert ppo_left == (left == "a")  # the page shows what the server's order says
+            choice = "tie" if pair_id == 1 else ("left" if ppo_left else "right")
+            r = c.post("/compare/label", data={"pair_id": str(pair_id), "choice": choice, "comment": "ok"},
+                       follow_redirects=False)
+            assert r.status_code == 303
+        assert "Nothing left to label" in c.get("/compare").text and "6 / 6 labelled" in c.get("/compare").text
+        # Re-labelling keeps the first label.
+        r = c.post("/compare/label", data={"pair_id": "2", "choice": "right"})
+        assert "first label was kept" in r.text
+        assert c.post("/compare/label", data={"pair_id": "2", "choice": "maybe"}).status_code == 422
+
+        c.cookies.clear()
+        login(c, ann2)
+        for pair_id in (1, 2, 3):  # ann2 labels three pairs: agrees on 2 and 3, "both bad" on 1
+            left = left_system(pair_id, users["ann2"]["id"])
+            choice = "both_bad" if pair_id == 1 else ("left" if left == "a" else "right")
+            c.post("/compare/label", data={"pair_id": str(pair_id), "choice": choice})
+
+    out = tmp_path / "prefs.jsonl"
+    assert main(["feedback", "export", "--out", str(out), "--db", str(db_path)]) == 0
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(lines) == 5 + 2  # ties and both-bad skipped
+    assert all(set(x) == {"prompt", "chosen", "rejected", "env_id", "example_id", "annotator"} for x in lines)
+    assert all(x["chosen"].startswith("PPO answer") and x["rejected"].startswith("lead answer") for x in lines)
+    assert {x["annotator"] for x in lines} == {"ann1", "ann2"}
+
+    [s] = feedback_stats(app.state.db)
+    # Per pair: pair 1 = mean(tie 0.5, both_bad 0.5) = 0.5; pairs 2-6 = 1 -> 5.5 / 6.
+    assert s["win_rate_a"] == pytest.approx(5.5 / 6)
+    assert s["ci_low"] <= s["win_rate_a"] <= s["ci_high"] and s["ci_low"] < 1.0
+    assert s["n_double"] == 3 and s["raw_agreement"] == pytest.approx(2 / 3)
+    assert main(["feedback", "stats", "--db", str(db_path)]) == 0
+    assert "ppo vs lead: human win rate of A 91.7%" in capsys.readouterr().out
+    actions = [a["action"] for a in app.state.db.audit_rows()]
+    assert actions.count("feedback.label") == 9 and "feedback.queue" in actions
+
+
+def test_kappa_and_bootstrap_known_values():
+    assert cohen_kappa([("a", "a"), ("b", "b")]) == 1.0
+    # po = 0.5, pe = 0.5 -> kappa 0
+    assert cohen_kappa([("a", "a"), ("a", "b"), ("b", "a"), ("b", "b")]) == pytest.approx(0.0)
+    assert cohen_kappa([]) is None
+    lo, hi = bootstrap_ci([1.0] * 10)
+    assert lo == hi == 1.0
+    lo, hi = bootstrap_ci([0.0, 1.0] * 50)
+    assert 0.38 < lo < 0.5 < hi < 0.62
+    assert bootstrap_ci([0.0, 1.0] * 50) == (lo, hi)  # seeded
