@@ -18,7 +18,7 @@ from .db import Database
 from .feedback import add_label, next_pair, progress
 from .render import STATIC, environment
 from .service import Leaderboard, Verifier
-from .validate import SubmissionError
+from .validate import ScoringUnavailable, SubmissionError
 
 COOKIE = "rlhf_gym_annotator"
 
@@ -168,6 +168,8 @@ def create_app(db_url: str, *, verifier: Verifier | None = None, max_body_mb: fl
             outcome = await run_in_threadpool(board.submit, doc, user=user["name"], source="api")
         except SubmissionError as err:
             return JSONResponse({"detail": str(err), "field": err.field}, status_code=422)
+        except ScoringUnavailable as err:
+            return JSONResponse({"detail": str(err)}, status_code=503)
         body = {"id": outcome.id, "created": outcome.created, "verified": outcome.verified,
                 "mismatches": outcome.mismatches, "url": f"/submissions/{outcome.id}"}
         return JSONResponse(body, status_code=201 if outcome.created else 200)

@@ -28,6 +28,11 @@ MAX_TEXT = 100_000
 _ENV_ID = re.compile(r"^(?P<base>.+)-v(?P<version>\d+)$")
 
 
+class ScoringUnavailable(RuntimeError):
+    """The server itself cannot score an env (e.g. a model file missing): not the
+    submitter's fault, so it must not read as a rejection."""
+
+
 class SubmissionError(ValueError):
     """A submission that cannot be accepted; ``field`` is a JSON path to the culprit."""
 
@@ -234,6 +239,8 @@ def recompute(doc: dict, scorer: Scorer, *, scorer_info: dict | None = None) -> 
             fresh = scorer(env_id, preds, split="test", vs_predictions=vs)
         except ValueError as err:
             raise SubmissionError(f"results.envs[{env_id!r}].generations", str(err)) from err
+        except (OSError, RuntimeError, ImportError) as err:
+            raise ScoringUnavailable(f"this server cannot score {env_id} right now: {err}") from err
         rec_metrics = fresh.get("metrics") or {}
         # The reward model and judge identities are compared too: numbers produced with another
         # judge are not comparable even when they happen to agree.

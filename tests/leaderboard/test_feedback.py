@@ -101,6 +101,11 @@ def test_labelling_flow_export_and_stats(queued, tmp_path, capsys):
     assert all(set(x) == {"prompt", "chosen", "rejected", "env_id", "example_id", "annotator"} for x in lines)
     assert all(x["chosen"].startswith("PPO answer") and x["rejected"].startswith("lead answer") for x in lines)
     assert {x["annotator"] for x in lines} == {"ann1", "ann2"}
+    # The core's preference reader (used by train-rm --prefs) accepts the export as is.
+    from rlhf_gym.rewards.preferences import read_preference_file
+
+    pairs = read_preference_file(out)
+    assert len(pairs) == 7 and pairs[0]["chosen"].startswith("PPO answer")
 
     [s] = feedback_stats(app.state.db)
     # Per pair: pair 1 = mean(tie 0.5, both_bad 0.5) = 0.5; pairs 2-6 = 1 -> 5.5 / 6.
