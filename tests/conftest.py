@@ -1,0 +1,28 @@
+import os
+
+import pytest
+
+# Everything must run without the model hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture
+def tiny_task(tmp_path):
+    """A task registered from a JSONL file, with a chrF reward and a ROUGE-L judge (both real
+    metrics), so evaluation tests need no encoder."""
+    import json
+
+    from rlhf_gym.rewards.base import MetricReward
+    from rlhf_gym.tasks import register_jsonl_task
+
+    rows = [
+        {"id": f"q{i}", "prompt": f"Say something about number {i}.", "references": [f"The number {i} is a fine number."],
+         "split": "test" if i < 6 else "train"}
+        for i in range(12)
+    ]
+    path = tmp_path / "tiny.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    return register_jsonl_task("TinyTest", path, kind="summarization",
+                               reward=lambda: MetricReward("chrf"), judge=lambda: MetricReward("rougeL"))
