@@ -84,9 +84,9 @@ def read_predictions(path: str) -> list[dict]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
+                raise ValueError(f"{path} line {lineno}: not valid JSON ({err.msg})") from None
             if not isinstance(record, dict) or "id" not in record or not isinstance(record.get("prediction"), str):
-                raise ValueError(f"{path}:{lineno}: expected an object with 'id' and a string 'prediction'")
+                raise ValueError(f"{path} line {lineno}: expected an object with 'id' and a string 'prediction'")
             records.append(record)
     return records
 

@@ -3,7 +3,8 @@
 # Idempotent and quiet; Playwright drives this binary, so `playwright install` (which
 # downloads its own browsers from a CDN) is never needed.
 set -eu
-if [ -x /usr/bin/chromium ]; then
+# A Japanese font too: translation prompts are Japanese and render as empty boxes without one.
+if [ -x /usr/bin/chromium ] && [ -d /usr/share/fonts/opentype/ipafont-gothic ]; then
     exit 0
 fi
 if ! command -v apt-get >/dev/null 2>&1; then
@@ -15,7 +16,7 @@ if [ "$(id -u)" -ne 0 ]; then
     SUDO="sudo"
 fi
 export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get install -y -qq chromium >/dev/null 2>&1 || {
+$SUDO apt-get install -y -qq chromium fonts-ipafont-gothic >/dev/null 2>&1 || {
     $SUDO apt-get update -qq >/dev/null 2>&1
-    $SUDO apt-get install -y -qq chromium >/dev/null
+    $SUDO apt-get install -y -qq chromium fonts-ipafont-gothic >/dev/null
 }
