@@ -213,3 +213,14 @@ def test_render_ansi_returns_the_transcript():
     env.step("hello there")
     text = env.render()
     assert obs in text and "hello there" in text
+
+
+def test_gymnasium_make_imports_the_package_itself():
+    import subprocess
+    import sys
+
+    code = ("import gymnasium; env = gymnasium.make('rlhf_gym:rlhf_gym/Dialogue-v0', "
+            "reward_model=lambda p, r: float(len(r))); env.reset(seed=0); print(env.step('hey')[1])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "3.0"

@@ -1,7 +1,7 @@
 """Environment classes and their registration under ``rlhf_gym/...`` ids.
 
-``gymnasium.make("rlhf_gym/Dialogue-v0")`` works after ``import rlhf_gym.envs`` and, through the
-``gymnasium.envs`` entry point, without any import at all.
+``gymnasium.make("rlhf_gym/Dialogue-v0")`` works after ``import rlhf_gym``, and
+``gymnasium.make("rlhf_gym:rlhf_gym/Dialogue-v0")`` does the import itself.
 """
 
 from __future__ import annotations
