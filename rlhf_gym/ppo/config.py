@@ -1,0 +1,114 @@
+"""Every PPO/RLOO hyper-parameter in one dataclass, plus named presets.
+
+Each field is mirrored on the CLI as ``--field-name``; a preset supplies defaults and flags the
+user typed override them. The resolved config is written to ``OUT/config.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class PPOConfig:
+    # what to train
+    env_id: str = "rlhf_gym/Translation-v0"
+    policy: str = ""  # an rlhf-gym policy directory (from `rlhf-gym train sft`)
+    out: str = "runs/ppo"
+    algo: str = "ppo"  # "ppo" | "rloo"
+    preset: str = "cpu-tiny"
+    reward: str = "builtin"  # "builtin" (the env's reward model) or a metric: chrf, bleu, rougeL...
+    split: str = "train"
+    seed: int = 0
+    device: str = "auto"  # "auto" -> cuda if available
+    threads: int | None = None  # torch CPU threads
+    # schedule
+    iterations: int = 40
+    batch_size: int = 32  # responses per rollout (RLOO: prompts * rloo_k)
+    mini_batch_size: int = 8
+    grad_accum_steps: int = 1  # mini-batches accumulated per optimiser step
+    ppo_epochs: int = 2
+    # generation
+    max_new_tokens: int | None = None  # None: the policy's default for its task
+    max_prompt_len: int | None = None
+    temperature: float = 1.0
+    # optimisation
+    lr: float = 1e-5
+    value_lr: float | None = None  # None: same as lr
+    adam_eps: float = 1e-5
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    # PPO
+    gamma: float = 1.0
+    lam: float = 0.95
+    cliprange: float = 0.2
+    cliprange_value: float = 0.2
+    vf_coef: float = 0.5
+    whiten_advantages: bool = True
+    whiten_rewards: bool = False
+    # KL penalty to the reference policy
+    kl_coef: float = 0.05
+    kl_estimator: str = "k1"  # "k1": logp - logp_ref; "k3": (r - 1) - log r with r = p_ref / p
+    adaptive_kl: bool = False
+    target_kl: float = 6.0  # summed over the response, the adaptive controller's target
+    kl_horizon: int = 10000
+    # reward shaping
+    missing_eos_penalty: float = 1.0  # subtracted from the score when no EOS was generated
+    score_clip: float | None = None
+    # RLOO
+    rloo_k: int = 4
+    # reference/LoRA
+    lora_r: int = 0  # >0: train LoRA adapters (needs peft); the reference is the adapter-disabled base
+    lora_alpha: int = 16
+    # precision: "auto" -> bf16 autocast on GPUs that support it, fp32 on CPU
+    dtype: str = "auto"
+    # logging & checkpoints
+    save_every: int = 10
+    sample_rows: int = 4
+    plot: bool = True
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.algo not in ("ppo", "rloo"):
+            raise ValueError(f"algo must be 'ppo' or 'rloo', got {self.algo!r}")
+        if self.kl_estimator not in ("k1", "k3"):
+            raise ValueError(f"kl_estimator must be 'k1' or 'k3', got {self.kl_estimator!r}")
+        if self.batch_size % self.mini_batch_size:
+            raise ValueError(f"batch_size {self.batch_size} must be a multiple of mini_batch_size {self.mini_batch_size}")
+        if (self.batch_size // self.mini_batch_size) % self.grad_accum_steps:
+            raise ValueError("the number of mini-batches per epoch must be a multiple of grad_accum_steps")
+        if self.algo == "rloo" and (self.rloo_k < 2 or self.batch_size % self.rloo_k):
+            raise ValueError(f"rloo needs rloo_k >= 2 dividing batch_size (got k={self.rloo_k}, batch={self.batch_size})")
+        if self.temperature <= 0:
+            raise ValueError("temperature must be > 0 (PPO needs a sampling policy)")
+        if self.dtype not in ("auto", "fp32", "bf16", "fp16"):
+            raise ValueError(f"dtype must be auto, fp32, bf16 or fp16, got {self.dtype!r}")
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_json(), indent=2) + "\n")
+
+
+PRESETS: dict[str, dict] = {
+    # 2 CPU cores, a ~1-3M parameter policy: ~15-30 s per iteration.
+    "cpu-tiny": dict(iterations=40, batch_size=32, mini_batch_size=8, ppo_epochs=2, lr=1e-4, kl_coef=0.05,
+                     vf_coef=0.5, device="cpu", dtype="fp32", save_every=5),
+    # a single GPU and a 100M-1B policy.
+    "gpu": dict(iterations=200, batch_size=128, mini_batch_size=32, grad_accum_steps=1, ppo_epochs=4, lr=1e-6,
+                kl_coef=0.05, device="auto", dtype="auto", save_every=20),
+}
+
+
+def make_config(preset: str = "cpu-tiny", **overrides) -> PPOConfig:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; expected one of {', '.join(sorted(PRESETS))}")
+    fields = {f.name for f in dataclasses.fields(PPOConfig)}
+    unknown = set(overrides) - fields
+    if unknown:
+        raise ValueError(f"unknown PPO option(s): {', '.join(sorted(unknown))}")
+    return PPOConfig(**{**PRESETS[preset], "preset": preset, **overrides})

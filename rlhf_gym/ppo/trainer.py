@@ -1,0 +1,347 @@
+"""The PPO (and RLOO) training loop, readable top to bottom.
+
+One iteration:
+  1. sample ``batch_size`` prompts (RLOO: batch_size / k prompts, k samples each);
+  2. one batched generate -> responses truncated at EOS; one batched reward-model call -> scores,
+     minus the missing-EOS penalty;
+  3. no-grad forward passes: policy log-probs, reference log-probs, values (PPO);
+  4. per-token rewards = -beta * KL + score at the last token; GAE -> advantages, returns
+     (RLOO: leave-one-out baseline on the KL-penalised sequence reward);
+  5. ppo_epochs x mini-batches (x grad accumulation) of clipped policy and value updates;
+  6. KL controller update, logging, checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from rlhf_gym.policy import load_policy, save_policy, task_examples, task_reward
+from rlhf_gym.ppo import core
+from rlhf_gym.ppo.config import PPOConfig
+from rlhf_gym.ppo.rollout import ValueModel, autocast, collect, logprobs
+
+METRIC_KEYS = ("iteration", "reward_mean", "rlhf_reward", "kl", "entropy", "policy_loss", "value_loss", "clipfrac",
+               "approxkl", "explained_variance", "response_length", "eos_fraction", "kl_coef",
+               "tokens_per_second", "samples_per_second")
+TIMING_KEYS = ("tokens_per_second", "samples_per_second", "time_rollout", "time_update", "time_iteration")
+
+
+def _device(cfg: PPOConfig) -> torch.device:
+    if cfg.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(cfg.device)
+
+
+def _rng_state(np_rng: np.random.Generator) -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np_rng.bit_generator.state, "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict, np_rng: np.random.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    np_rng.bit_generator.state = state["numpy"]
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _truncate_jsonl(path: Path, max_iteration: int) -> None:
+    """Drop lines a killed run wrote after its last checkpoint, so a resumed log has no duplicates."""
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text().splitlines() if line.strip()
+            and json.loads(line)["iteration"] <= max_iteration]
+    path.write_text("".join(line + "\n" for line in keep))
+
+
+def _reference(policy, cfg: PPOConfig):
+    """(policy, reference_forward): LoRA adapters with the adapter-disabled base as reference
+    when lora_r > 0 (no second copy of the weights), else a frozen deep copy."""
+    if cfg.lora_r > 0:
+        try:
+            from peft import LoraConfig, get_peft_model
+        except ImportError as err:
+            raise ImportError("--lora-r needs `pip install peft`") from err
+        policy = get_peft_model(policy, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
+                                                   target_modules="all-linear"))
+
+        def ref_forward(*args):
+            with policy.disable_adapter():
+                return logprobs(policy, *args, cfg.temperature)[0]
+
+        return policy, ref_forward, None
+    import copy
+
+    ref = copy.deepcopy(policy).eval().requires_grad_(False)
+    return policy, (lambda *args: logprobs(ref, *args, cfg.temperature)[0]), ref
+
+
+def train(cfg: PPOConfig, reward_model: Any | None = None, examples: list | None = None,
+          callback: Callable[[dict], None] | None = None) -> list[dict]:
+    """Run PPO/RLOO as configured; returns the per-iteration metrics (also in OUT/metrics.jsonl).
+
+    ``reward_model`` and ``examples`` default to the env's (tests pass a rule-based reward and a
+    toy prompt set).
+    """
+    from rlhf_gym.rloo import rloo_advantages
+
+    if not cfg.policy:
+        raise ValueError("--policy is required: an rlhf-gym policy directory (from `rlhf-gym train sft`)")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / "checkpoint" / "state.pt"
+    device = _device(cfg)
+
+    policy, tok, meta = load_policy(cfg.policy, device)
+    if cfg.max_prompt_len:
+        meta.max_prompt_len = cfg.max_prompt_len
+    max_new_tokens = cfg.max_new_tokens or meta.max_new_tokens
+    examples = examples if examples is not None else task_examples(cfg.env_id, cfg.split)
+    if not examples:
+        raise ValueError(f"no examples in split {cfg.split!r} of {cfg.env_id}")
+    reward_model = reward_model if reward_model is not None else task_reward(cfg.env_id, cfg.reward)
+
+    torch.manual_seed(cfg.seed)
+    np_rng = np.random.default_rng(cfg.seed)
+    random.seed(cfg.seed)
+    policy, ref_logprobs, _ref = _reference(policy, cfg)
+    use_value = cfg.algo == "ppo"
+    value = ValueModel(policy if cfg.lora_r == 0 else policy.get_base_model()).to(device) if use_value else None
+    params = [{"params": [p for p in policy.parameters() if p.requires_grad], "lr": cfg.lr}]
+    if use_value:
+        params.append({"params": list(value.parameters()), "lr": cfg.value_lr or cfg.lr})
+    opt = torch.optim.AdamW(params, lr=cfg.lr, eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
+    kl_ctl = (core.AdaptiveKLController(cfg.kl_coef, cfg.target_kl, cfg.kl_horizon) if cfg.adaptive_kl
+              else core.FixedKLController(cfg.kl_coef))
+
+    start_iter, history = 0, []
+    if ckpt_path.exists():
+        state = torch.load(ckpt_path, weights_only=False, map_location=device)
+        saved = {k: v for k, v in state["config"].items() if k not in ("iterations", "progress", "plot")}
+        now = {k: v for k, v in cfg.to_json().items() if k not in ("iterations", "progress", "plot")}
+        if saved != now:
+            diff = sorted(k for k in now if saved.get(k) != now[k])
+            raise ValueError(f"{ckpt_path} was written with different settings ({', '.join(diff)}); "
+                             "use the same options to resume, or another --out")
+        policy.load_state_dict(state["policy"])
+        if use_value:
+            value.load_state_dict(state["value"])
+        opt.load_state_dict(state["optimizer"])
+        kl_ctl.load_state_dict(state["kl_ctl"])
+        _set_rng_state(state["rng"], np_rng)
+        start_iter, history = state["iteration"], state["history"]
+        for name in ("metrics.jsonl", "samples.jsonl"):
+            _truncate_jsonl(out / name, start_iter)
+        print(f"resuming from iteration {start_iter}")
+    else:
+        for name in ("metrics.jsonl", "samples.jsonl"):
+            (out / name).unlink(missing_ok=True)
+    cfg.save(out / "ppo_config.json")
+
+    def checkpoint(iteration: int) -> None:
+        ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = ckpt_path.with_suffix(".tmp")
+        torch.save({"config": cfg.to_json(), "iteration": iteration, "history": history,
+                    "policy": policy.state_dict(), "value": value.state_dict() if use_value else None,
+                    "optimizer": opt.state_dict(), "kl_ctl": kl_ctl.state_dict(), "rng": _rng_state(np_rng)}, tmp)
+        tmp.replace(ckpt_path)  # atomic: a kill never leaves half a checkpoint
+
+    bar = None
+    if cfg.progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.iterations, initial=start_iter, desc=f"{cfg.algo} {meta.kind}", dynamic_ncols=True)
+    n_prompts = cfg.batch_size // cfg.rloo_k if cfg.algo == "rloo" else cfg.batch_size
+    repeat = cfg.rloo_k if cfg.algo == "rloo" else 1
+    mb, accum = cfg.mini_batch_size, cfg.grad_accum_steps
+
+    for iteration in range(start_iter + 1, cfg.iterations + 1):
+        t0 = time.perf_counter()
+        # ---- 1-2. rollout
+        idx = np_rng.choice(len(examples), size=n_prompts, replace=len(examples) < n_prompts)
+        batch_ex = [examples[i] for i in idx for _ in range(repeat)]
+        with torch.no_grad(), autocast(device, cfg.dtype):
+            ro = collect(policy, tok, meta, reward_model, [e.prompt for e in batch_ex],
+                         [e.references for e in batch_ex], max_new_tokens=max_new_tokens,
+                         temperature=cfg.temperature, missing_eos_penalty=cfg.missing_eos_penalty,
+                         score_clip=cfg.score_clip)
+        q, qm, r, rm = (t.to(device) for t in (ro.query, ro.query_mask, ro.response, ro.response_mask))
+        mask = rm.float()
+        scores = ro.scores.to(device)
+        t_gen = time.perf_counter()
+
+        if use_value and iteration == 1:
+            # Reward models have arbitrary offsets (this one scores around -20); a zero critic
+            # would need many clipped value steps to get there, so start it at the first mean score.
+            with torch.no_grad():
+                value.head.bias.fill_(float(scores.mean()))
+
+        # ---- 3. log-probs under the rollout policy and the reference, values
+        with torch.no_grad(), autocast(device, cfg.dtype):
+            old_logp, entropy = logprobs(policy, q, qm, r, rm, cfg.temperature, with_entropy=True)
+            ref_logp = ref_logprobs(q, qm, r, rm)
+            old_values = value(q, qm, r, rm) * mask if use_value else None
+        old_logp, ref_logp = old_logp * mask, ref_logp * mask
+
+        # ---- 4. rewards and advantages
+        kl = core.kl_estimate(old_logp, ref_logp, cfg.kl_estimator) * mask
+        beta = kl_ctl.value
+        if use_value:
+            rewards = core.per_token_rewards(scores, kl, mask, beta)
+            if cfg.whiten_rewards:
+                rewards = core.masked_whiten(rewards, mask, shift_mean=False)
+            advantages, returns = core.gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
+        else:
+            seq_reward = scores - beta * kl.sum(1)
+            advantages = rloo_advantages(seq_reward, cfg.rloo_k).unsqueeze(1) * mask
+            returns = None
+        if cfg.whiten_advantages:
+            advantages = core.masked_whiten(advantages, mask)
+
+        # ---- 5. PPO epochs
+        policy.train()
+        stats: dict[str, list[float]] = {k: [] for k in ("policy_loss", "value_loss", "clipfrac", "approxkl",
+                                                          "vf_clipfrac", "ratio")}
+        for _epoch in range(cfg.ppo_epochs):
+            perm = torch.from_numpy(np_rng.permutation(cfg.batch_size)).to(device)
+            for k, start in enumerate(range(0, cfg.batch_size, mb)):
+                i = perm[start:start + mb]
+                with autocast(device, cfg.dtype):
+                    new_logp, _ = logprobs(policy, q[i], qm[i], r[i], rm[i], cfg.temperature)
+                    pg_loss, pg_stats = core.policy_loss(new_logp, old_logp[i], advantages[i], mask[i], cfg.cliprange)
+                    loss = pg_loss
+                    if use_value:
+                        new_values = value(q[i], qm[i], r[i], rm[i])
+                        vf_loss, vf_stats = core.value_loss(new_values, old_values[i], returns[i], mask[i],
+                                                            cfg.cliprange_value)
+                        loss = loss + cfg.vf_coef * vf_loss
+                        stats["value_loss"].append(vf_loss.item())
+                        stats["vf_clipfrac"].append(float(vf_stats["vf_clipfrac"]))
+                (loss / accum).backward()
+                if (k + 1) % accum == 0:
+                    torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]],
+                                                   cfg.max_grad_norm)
+                    opt.step()
+                    opt.zero_grad(set_to_none=True)
+                stats["policy_loss"].append(pg_loss.item())
+                for key in ("clipfrac", "approxkl", "ratio"):
+                    stats[key].append(float(pg_stats[key]))
+        policy.eval()
+        t_end = time.perf_counter()
+
+        # ---- 6. KL control, logging, checkpoint
+        mean_kl = float(kl.sum(1).mean())
+        kl_ctl.update(mean_kl, cfg.batch_size)
+        n_tokens = float(mask.sum())
+        metrics = {
+            "iteration": iteration,
+            "reward_mean": float(ro.raw_scores.mean()),
+            "score_shaped": float(scores.mean()),
+            "rlhf_reward": float((scores - beta * kl.sum(1)).mean()),
+            "kl": mean_kl,
+            "kl_k3": float((core.kl_estimate(old_logp, ref_logp, "k3") * mask).sum(1).mean()),
+            "entropy": float(core.masked_mean(entropy, mask)),
+            "policy_loss": float(np.mean(stats["policy_loss"])),
+            "value_loss": float(np.mean(stats["value_loss"])) if use_value else float("nan"),
+            "clipfrac": float(np.mean(stats["clipfrac"])),
+            "approxkl": float(np.mean(stats["approxkl"])),
+            "ratio": float(np.mean(stats["ratio"])),
+            "explained_variance": core.explained_variance(old_values, returns, mask) if use_value else float("nan"),
+            "response_length": float(mask.sum(1).mean()),
+            "eos_fraction": float(ro.has_eos.float().mean()),
+            "kl_coef": beta,
+            "tokens_per_second": n_tokens / (t_end - t0),
+            "samples_per_second": cfg.batch_size / (t_end - t0),
+            "time_rollout": t_gen - t0,
+            "time_update": t_end - t_gen,
+            "time_iteration": t_end - t0,
+        }
+        history.append(metrics)
+        with open(out / "metrics.jsonl", "a") as fh:
+            fh.write(json.dumps(metrics) + "\n")
+        rows = [{"iteration": iteration, "prompt": ro.prompts[j][-300:], "response": ro.texts[j],
+                 "score": float(ro.raw_scores[j]), "eos": bool(ro.has_eos[j])}
+                for j in range(min(cfg.sample_rows, len(ro.texts)))]
+        with open(out / "samples.jsonl", "a") as fh:
+            fh.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(reward=f"{metrics['reward_mean']:.3f}", kl=f"{mean_kl:.2f}",
+                            len=f"{metrics['response_length']:.0f}")
+        if callback is not None:
+            callback(metrics)
+        if iteration % cfg.save_every == 0 or iteration == cfg.iterations:
+            checkpoint(iteration)
+            if cfg.progress:
+                _print_samples(rows, iteration)
+    if bar is not None:
+        bar.close()
+
+    final = policy.merge_and_unload() if cfg.lora_r > 0 else policy
+    meta.trained_by = cfg.algo
+    meta.info = {"base_policy": str(cfg.policy), "config": cfg.to_json(),
+                 "final": {k: history[-1][k] for k in METRIC_KEYS} if history else {}}
+    save_policy(final, tok, meta, out)
+    if use_value:
+        torch.save(value.state_dict(), out / "value_model.pt")
+    if cfg.plot:
+        plot_curves(history, out / "curves.png", title=f"{cfg.algo.upper()} {cfg.env_id}")
+    return history
+
+
+def _print_samples(rows: list[dict], iteration: int) -> None:
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:  # pragma: no cover - rich is a core dependency
+        return
+    table = Table(title=f"samples @ iteration {iteration}", show_lines=True)
+    for col in ("prompt (end)", "response", "score"):
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        table.add_row(row["prompt"][-120:], row["response"][:200], f"{row['score']:.3f}")
+    Console(stderr=True).print(table)
+
+
+def plot_curves(history: list[dict], path: Path, title: str = "") -> Path | None:
+    """Reward and KL per iteration (matplotlib is optional: no plot without it)."""
+    if not history:
+        return None
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: skipping the plot (pip install rlhf-gym[plot])")
+        return None
+    it = [h["iteration"] for h in history]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    axes[0].plot(it, [h["reward_mean"] for h in history], label="reward-model score")
+    axes[0].plot(it, [h["rlhf_reward"] for h in history], label="score - beta*KL - EOS penalty", alpha=0.7)
+    axes[0].set_title("reward")
+    axes[0].legend(fontsize=8)
+    axes[1].plot(it, [h["kl"] for h in history], color="tab:red")
+    axes[1].set_title("KL(policy || reference), k1, summed over tokens")
+    axes[2].plot(it, [h["response_length"] for h in history], color="tab:green")
+    axes[2].set_title("response length (tokens)")
+    for ax in axes:
+        ax.set_xlabel("iteration")
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

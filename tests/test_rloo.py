@@ -1,0 +1,68 @@
+"""RLOO through the shared trainer, and best-of-n selection."""
+
+import pytest
+import torch
+
+from rlhf_gym.best_of_n import BestOfNAgent
+from rlhf_gym.policy import load_policy
+from rlhf_gym.ppo.config import make_config
+from rlhf_gym.ppo.trainer import train
+from rlhf_gym.rewards.base import CallableReward
+from test_ppo import EXAMPLES, REWARD, make_policy, non_ascii_fraction
+
+
+@pytest.fixture(scope="module")
+def policy_dir(tmp_path_factory):
+    return make_policy(tmp_path_factory.mktemp("policy") / "tiny")
+
+
+def rloo_cfg(policy_dir, out, **kw):
+    base = dict(algo="rloo", policy=str(policy_dir), out=str(out), iterations=2, batch_size=8, mini_batch_size=4,
+                rloo_k=4, lr=1e-2, progress=False, plot=False, save_every=1)
+    return make_config("cpu-tiny", **{**base, **kw})
+
+
+def test_rloo_runs_without_value_model(policy_dir, tmp_path):
+    before = {k: v.clone() for k, v in load_policy(policy_dir)[0].state_dict().items()}
+    history = train(rloo_cfg(policy_dir, tmp_path / "r"), reward_model=REWARD, examples=EXAMPLES)
+    assert history[0]["kl"] == 0.0
+    assert all(torch.isfinite(torch.tensor(h["policy_loss"])) for h in history)
+    assert not (tmp_path / "r" / "value_model.pt").exists()
+    after = load_policy(tmp_path / "r")[0].state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_rloo_config_errors():
+    with pytest.raises(ValueError, match="rloo_k"):
+        make_config("cpu-tiny", algo="rloo", batch_size=8, mini_batch_size=4, rloo_k=3)
+
+
+def test_best_of_n_returns_the_reward_argmax(policy_dir):
+    calls = []
+
+    def recording(prompt, response):
+        score = non_ascii_fraction(prompt, response)
+        calls.append((response, score))
+        return score
+
+    agent = BestOfNAgent(policy_dir, n=4, reward_model=CallableReward(recording))
+    prompts = ["Write item 1:", "Write item 2:"]
+    chosen = agent.act(prompts, [{"references": ["x"]}] * 2)
+    assert len(calls) == 8 and len(chosen) == 2
+    for j, text in enumerate(chosen):
+        group = calls[4 * j:4 * j + 4]
+        best = max(range(4), key=lambda i: group[i][1])
+        assert text == group[best][0]
+    with pytest.raises(ValueError, match="n >= 1"):
+        BestOfNAgent(policy_dir, n=0, reward_model=REWARD)
+
+
+@pytest.mark.slow
+def test_rloo_learns_toy_task(tmp_path):
+    policy = make_policy(tmp_path / "p")
+    history = train(rloo_cfg(policy, tmp_path / "learn", iterations=15, batch_size=32, mini_batch_size=16,
+                             kl_coef=0.01, missing_eos_penalty=0.0, save_every=100),
+                    reward_model=REWARD, examples=EXAMPLES)
+    start = sum(h["reward_mean"] for h in history[:2]) / 2
+    end = sum(h["reward_mean"] for h in history[-3:]) / 3
+    assert start < 0.25 and end >= 0.3, (start, end)
