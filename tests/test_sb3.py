@@ -162,3 +162,17 @@ def test_ppo_raises_a_rule_based_reward():
     # (std of a 100-episode mean is about 0.02).
     assert before < 0.32
     assert after > before + 0.2, (before, after)
+
+
+def test_model_given_as_a_local_path(tmp_path):
+    from transformers import GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    GPT2LMHeadModel(tiny_config()).save_pretrained(tmp_path / "lm")
+    env = make_env()
+    model = A2C(LMActorCriticPolicy, env, policy_kwargs={"model": str(tmp_path / "lm")}, n_steps=4, seed=0)
+    reference = GPT2LMHeadModel.from_pretrained(tmp_path / "lm")
+    assert all(torch.equal(p, reference.state_dict()[k]) for k, p in model.policy.lm.state_dict().items())
+    model.learn(8)
+    with pytest.raises(FileNotFoundError, match="cannot load causal LM"):
+        PPO(LMActorCriticPolicy, env, policy_kwargs={"model": str(tmp_path / "missing")})
