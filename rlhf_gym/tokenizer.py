@@ -70,6 +70,10 @@ def load_tokenizer(path: str | None = None):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(path or TOKENIZER_DIR))
+    if path is None:
+        # Callers cut prompts to the model's context themselves (keeping head and tail), so the
+        # tokenizer's own length warning would only be noise.
+        tok.model_max_length = 1 << 30
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"
