@@ -1,0 +1,271 @@
+"""Train a reward head with a Bradley-Terry loss over frozen MiniLM embeddings (``rlhf-gym train-rm``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from rlhf_gym.rewards.embedding import (
+    FEATURE_LAYOUT, KINDS, RewardHead, SentenceEncoder, build_features, get_encoder, n_features, save_head,
+    EmbeddingRewardModel,
+)
+from rlhf_gym.rewards.preferences import TASKS, builtin_pairs, pair_bucket, read_preference_file
+
+
+def bt_loss(s_chosen: torch.Tensor, s_rejected: torch.Tensor) -> torch.Tensor:
+    """Bradley-Terry negative log-likelihood, ``-log sigmoid(s_c - s_r)``, averaged."""
+    return -torch.nn.functional.logsigmoid(s_chosen - s_rejected).mean()
+
+
+def pairwise_accuracy(s_chosen: np.ndarray, s_rejected: np.ndarray) -> float:
+    """Fraction of pairs with the chosen response strictly ahead; a tie counts as wrong."""
+    return float(np.mean(np.asarray(s_chosen) > np.asarray(s_rejected))) if len(s_chosen) else float("nan")
+
+
+class PairTensors:
+    """Features of both sides of each pair, padded over references: ``(n, R, d)`` plus a mask,
+    so a reference-aware score (max over references) stays differentiable."""
+
+    def __init__(self, kind: str, encoder: SentenceEncoder, pairs: Sequence[dict[str, Any]], progress: bool = True):
+        self.n = len(pairs)
+        prompts = [p["prompt"] for p in pairs]
+        refs = [p.get("references") or [] for p in pairs] if kind == "reference" else None
+        if refs is not None:
+            for i, r in enumerate(refs):
+                if not r:
+                    raise ValueError(f"pair {i}: a reference-aware head needs 'references' in every pair")
+        self.chosen = self._padded(kind, encoder, prompts, [p["chosen"] for p in pairs], refs, progress)
+        self.rejected = self._padded(kind, encoder, prompts, [p["rejected"] for p in pairs], refs, progress)
+
+    def _padded(self, kind, encoder, prompts, responses, refs, progress):
+        feats, owner = build_features(kind, encoder, prompts, responses, refs, progress=progress)
+        width = int(np.bincount(owner, minlength=self.n).max()) if self.n else 1
+        x = np.zeros((self.n, width, feats.shape[1]), dtype=np.float32)
+        mask = np.zeros((self.n, width), dtype=bool)
+        slot = np.zeros(self.n, dtype=np.int64)
+        for row, item in enumerate(owner):
+            x[item, slot[item]] = feats[row]
+            mask[item, slot[item]] = True
+            slot[item] += 1
+        return torch.from_numpy(x), torch.from_numpy(mask)
+
+    @staticmethod
+    def score(head: RewardHead, side: tuple[torch.Tensor, torch.Tensor], idx=None) -> torch.Tensor:
+        x, mask = side
+        if idx is not None:
+            x, mask = x[idx], mask[idx]
+        s = head(x)  # (n, R)
+        return s.masked_fill(~mask, float("-inf")).max(dim=1).values
+
+    def flat_features(self) -> torch.Tensor:
+        rows = [self.chosen[0][self.chosen[1]], self.rejected[0][self.rejected[1]]]
+        return torch.cat(rows)
+
+
+def _evaluate(head: RewardHead, data: PairTensors) -> tuple[float, float]:
+    head.eval()
+    with torch.inference_mode():
+        sc, sr = PairTensors.score(head, data.chosen), PairTensors.score(head, data.rejected)
+        loss = float(bt_loss(sc, sr))
+    return loss, pairwise_accuracy(sc.numpy(), sr.numpy())
+
+
+def _load_cache(encoder: SentenceEncoder, path: str | None) -> None:
+    if path and Path(path).exists():
+        with open(path, "rb") as fh:
+            stored = pickle.load(fh)
+        if stored.get("encoder_id") == encoder.encoder_id:
+            encoder._cache.update(stored["embeddings"])
+
+
+def _save_cache(encoder: SentenceEncoder, path: str | None) -> None:
+    if path:
+        tmp = f"{path}.tmp{os.getpid()}"
+        with open(tmp, "wb") as fh:
+            pickle.dump({"encoder_id": encoder.encoder_id, "embeddings": encoder._cache}, fh)
+        os.replace(tmp, path)
+
+
+def train_reward_model(
+    pairs_train: Sequence[dict[str, Any]],
+    pairs_eval: Sequence[dict[str, Any]],
+    kind: str,
+    out_path: str | Path | None,
+    seed: int = 0,
+    *,
+    arch: str = "linear",
+    hidden: int = 64,
+    epochs: int = 100,
+    lr: float = 1e-3,
+    weight_decay: float = 0.05,
+    batch_size: int = 128,
+    patience: int = 8,
+    encoder: SentenceEncoder | None = None,
+    progress: bool = True,
+    embed_cache: str | None = None,
+    extra_metadata: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Fit a head on ``pairs_train`` and report pairwise accuracy on ``pairs_eval``.
+
+    Early stopping watches a dev slice of the *training* pairs (10% by a hash of each pair), so
+    the reported held-out accuracy on ``pairs_eval`` is never used for model selection.
+    Writes ``out_path`` (safetensors) and ``out_path.with_suffix('.json')`` when ``out_path`` is set.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown head kind {kind!r}; expected one of {', '.join(KINDS)}")
+    if len(pairs_train) < 2:
+        raise ValueError("need at least 2 training pairs")
+    started = time.time()
+    encoder = encoder or get_encoder()
+    _load_cache(encoder, embed_cache)
+    dev = [p for p in pairs_train if pair_bucket(p) < 10]
+    fit = [p for p in pairs_train if pair_bucket(p) >= 10]
+    if not dev or not fit:  # a handful of pairs: fall back to a positional split
+        cut = max(1, len(pairs_train) // 10)
+        dev, fit = list(pairs_train[:cut]), list(pairs_train[cut:])
+    fit_t = PairTensors(kind, encoder, fit, progress)
+    dev_t = PairTensors(kind, encoder, dev, progress)
+    eval_t = PairTensors(kind, encoder, pairs_eval, progress) if pairs_eval else None
+    _save_cache(encoder, embed_cache)
+
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    head = RewardHead(kind, arch, hidden)
+    head.set_normalisation(fit_t.flat_features())
+    optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
+
+    best_loss, best_state, best_epoch, stale = float("inf"), None, -1, 0
+    history = []
+    from tqdm.auto import trange
+
+    bar = trange(epochs, desc=f"train {kind}/{arch}", disable=not progress)
+    for epoch in bar:
+        head.train()
+        order = torch.randperm(fit_t.n, generator=generator)
+        total = 0.0
+        for start in range(0, fit_t.n, batch_size):
+            idx = order[start:start + batch_size]
+            loss = bt_loss(PairTensors.score(head, fit_t.chosen, idx), PairTensors.score(head, fit_t.rejected, idx))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * len(idx)
+        dev_loss, dev_acc = _evaluate(head, dev_t)
+        history.append({"epoch": epoch, "train_loss": total / fit_t.n, "dev_loss": dev_loss, "dev_acc": dev_acc})
+        bar.set_postfix(train=f"{total / fit_t.n:.3f}", dev=f"{dev_loss:.3f}", acc=f"{dev_acc:.3f}")
+        if dev_loss < best_loss - 1e-5:
+            best_loss, best_epoch, stale = dev_loss, epoch, 0
+            best_state = {k: v.detach().clone() for k, v in head.state_dict().items()}
+        else:
+            stale += 1
+            if stale >= patience:
+                break
+    head.load_state_dict(best_state)
+    head.eval()
+
+    metrics: dict[str, Any] = {
+        "kind": kind, "arch": arch, "hidden": hidden if arch == "mlp" else None,
+        "feature_layout": FEATURE_LAYOUT[kind], "n_features": n_features(kind),
+        "n_parameters": sum(p.numel() for p in head.parameters()),
+        "seed": seed, "epochs_max": epochs, "best_epoch": best_epoch, "lr": lr, "weight_decay": weight_decay,
+        "batch_size": batch_size, "patience": patience,
+        "pairs": {"fit": len(fit), "dev": len(dev), "eval": len(pairs_eval)},
+        "initial_train_loss": history[0]["train_loss"] if history else None,
+        "final_train_loss": history[best_epoch]["train_loss"] if history else None,
+        "dev_loss": best_loss, "dev_accuracy": history[best_epoch]["dev_acc"] if history else None,
+        "encoder": encoder.encoder_id,
+    }
+    if eval_t is not None:
+        metrics["eval_loss"], metrics["eval_accuracy"] = _evaluate(head, eval_t)
+    metrics.update(extra_metadata or {})
+    metrics["train_seconds"] = round(time.time() - started, 1)
+    if out_path is not None:
+        out_path = Path(out_path)
+        save_head(head, out_path, {"seed": str(seed), "encoder": encoder.encoder_id})
+        model = EmbeddingRewardModel.from_file(out_path, encoder=encoder)
+        metrics["sha256"] = model.sha256
+        metrics["head_bytes"] = out_path.stat().st_size
+        out_path.with_suffix(".json").write_text(json.dumps(metrics, indent=2) + "\n")
+    metrics["head"] = head
+    return metrics
+
+
+def _limit(pairs: list, n: int | None) -> list:
+    return pairs if n is None else pairs[:n]
+
+
+def _handle(args) -> int:
+    if (args.task is None) == (args.prefs is None):
+        raise ValueError("give exactly one of --task or --prefs")
+    if args.task is not None:
+        kind = args.kind or ("reference" if args.task == "translation" else "preference")
+        train = _limit(builtin_pairs(args.task, args.train_split, args.seed), args.max_pairs)
+        held = _limit(builtin_pairs(args.task, args.eval_split, args.seed), args.max_eval_pairs)
+        source = {"task": args.task, "train_split": args.train_split, "eval_split": args.eval_split}
+    else:
+        kind = args.kind or "preference"
+        pairs = read_preference_file(args.prefs)
+        if args.eval_prefs:
+            train, held = pairs, read_preference_file(args.eval_prefs)
+        else:  # a 10% hold-out by hash, disjoint from the training pairs' own dev slice
+            train = [p for p in pairs if pair_bucket(p) % 10 != 0]
+            held = [p for p in pairs if pair_bucket(p) % 10 == 0]
+        train, held = _limit(train, args.max_pairs), _limit(held, args.max_eval_pairs)
+        source = {"prefs": str(args.prefs), "eval_prefs": str(args.eval_prefs) if args.eval_prefs else None}
+    command = "rlhf-gym train-rm " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 1 else None
+    metrics = train_reward_model(
+        train, held, kind, args.out, args.seed, arch=args.arch, hidden=args.hidden, epochs=args.epochs,
+        lr=args.lr, weight_decay=args.weight_decay, embed_cache=args.embed_cache,
+        progress=not args.quiet, extra_metadata={"data": source, "command": command},
+    )
+    print(f"held-out pairwise accuracy: {metrics.get('eval_accuracy', float('nan')):.4f} "
+          f"({metrics['pairs']['eval']} pairs; fit {metrics['pairs']['fit']}, dev {metrics['pairs']['dev']}, "
+          f"best epoch {metrics['best_epoch']})")
+    print(f"wrote {args.out} and {Path(args.out).with_suffix('.json')}")
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("train-rm", help="train an embedding reward head (Bradley-Terry) on preference pairs")
+    src = p.add_argument_group("data (one of)")
+    src.add_argument("--task", choices=TASKS, help="built-in pairs from the task's pack")
+    src.add_argument("--prefs", help="JSONL preference file (prompt/chosen/rejected, or hh-rlhf transcripts)")
+    p.add_argument("--eval-prefs", help="held-out preference file (default: 10%% of --prefs by hash)")
+    p.add_argument("--train-split", default="train", help="split for built-in training pairs (default train)")
+    p.add_argument("--eval-split", default="validation", help="split for built-in held-out pairs (default validation)")
+    p.add_argument("--kind", choices=KINDS, help="preference (reference-free) or reference (default by task)")
+    p.add_argument("--arch", choices=("linear", "mlp"), default="linear")
+    p.add_argument("--hidden", type=int, default=64, help="MLP hidden width")
+    p.add_argument("--out", required=True, help="output .safetensors path (metrics go to the .json beside it)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=100, help="maximum epochs (early stopping on a dev slice)")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--max-pairs", type=int, default=None, help="cap on training pairs (embedding is the cost)")
+    p.add_argument("--max-eval-pairs", type=int, default=None, help="cap on held-out pairs")
+    p.add_argument("--embed-cache", default=None, help="pickle file to reuse embeddings across runs")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(handler=_handle)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m rlhf_gym.rewards.train train-rm ...``: the same command without the full CLI."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="rlhf-gym")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return int(args.handler(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
