@@ -13,6 +13,7 @@ import sys
 
 SUBCOMMAND_MODULES = [
     "rlhf_gym.commands",
+    "rlhf_gym.rewards.train",
     "rlhf_gym.baselines_cli",
     "rlhf_gym.leaderboard.cli",
 ]
