@@ -13,7 +13,7 @@ import typing
 
 
 def _policy_agent(prefix: str):
-    def factory(arg: str):
+    def factory(arg: str, task=None):
         from rlhf_gym.policy import PolicyAgent, parse_agent_arg
 
         path, kwargs = parse_agent_arg(arg)
@@ -22,11 +22,14 @@ def _policy_agent(prefix: str):
     return factory
 
 
-def _bon_agent(arg: str):
+def _bon_agent(arg: str, task=None):
     from rlhf_gym.best_of_n import BestOfNAgent
     from rlhf_gym.policy import parse_agent_arg
 
     path, kwargs = parse_agent_arg(arg)
+    if task is not None and "reward" not in kwargs:
+        # the bench's task supplies its training reward model (never its judge)
+        kwargs["reward_model"] = task.reward_model()
     return BestOfNAgent(path, **kwargs)
 
 
@@ -81,7 +84,8 @@ def _run_rl(args, algo: str) -> int:
     from rlhf_gym.ppo.config import PPOConfig, make_config
     from rlhf_gym.ppo.trainer import train
 
-    cfg = make_config(args.preset, algo=algo, **_overrides(args, PPOConfig))
+    overrides = {k: v for k, v in _overrides(args, PPOConfig).items() if k not in ("algo", "preset")}
+    cfg = make_config(args.preset, algo=algo, **overrides)
     train(cfg)
     return 0
 

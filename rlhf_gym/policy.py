@@ -232,6 +232,7 @@ class SFTConfig:
     save_every: int = 200
     eval_examples: int = 200
     time_limit_min: float | None = None  # stop (resumably) after this many minutes
+    stop_after: int | None = None  # stop (resumably) at this step of the max_steps schedule
     threads: int | None = None
     n_layer: int = 4
     n_embd: int = 128
@@ -368,7 +369,9 @@ def train_sft(cfg: SFTConfig) -> Path:
     cursor = 0
     if state_path.exists():
         state = torch.load(state_path, weights_only=False)
-        if state["config"] != asdict(cfg) | {"time_limit_min": state["config"]["time_limit_min"]}:
+        when_to_stop = ("time_limit_min", "stop_after")  # may change between slices of one run
+        if {k: v for k, v in state["config"].items() if k not in when_to_stop} != \
+                {k: v for k, v in asdict(cfg).items() if k not in when_to_stop}:
             raise ValueError(f"{state_path} was written with a different configuration; use another --out")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
@@ -388,6 +391,8 @@ def train_sft(cfg: SFTConfig) -> Path:
     bar = tqdm(total=cfg.max_steps, initial=step, desc=f"sft {kind}", dynamic_ncols=True)
     while step < cfg.max_steps:
         if cfg.time_limit_min and time.time() - start > 60 * cfg.time_limit_min:
+            break
+        if cfg.stop_after is not None and step >= cfg.stop_after:
             break
         if cursor + cfg.batch_size > len(order):
             order, cursor = rng.permutation(len(train)), 0

@@ -41,8 +41,9 @@ def test_sft_trains_saves_and_resumes_exactly(tmp_path):
     assert all(m.p == 0.0 for m in model.modules() if isinstance(m, torch.nn.Dropout))
     # a run stopped by its time limit leaves a usable policy and a state to resume from
     part = tmp_path / "part"
-    train_sft(tiny_cfg(part, time_limit_min=1e-9))
+    train_sft(tiny_cfg(part, stop_after=3))  # stopped mid-schedule, between checkpoints
     assert (part / "sft_state.pt").exists()
+    assert json.loads((part / POLICY_META).read_text())["info"]["sft_steps"] == 3
     train_sft(tiny_cfg(part))
     assert not (part / "sft_state.pt").exists()
     a, b = load_policy(out)[0].state_dict(), load_policy(part)[0].state_dict()

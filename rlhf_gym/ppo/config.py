@@ -56,7 +56,11 @@ class PPOConfig:
     target_kl: float = 6.0  # summed over the response, the adaptive controller's target
     kl_horizon: int = 10000
     # reward shaping
-    missing_eos_penalty: float = 1.0  # subtracted from the score when no EOS was generated
+    # Reward models have arbitrary offsets and scales (the built-in ones score around -20 +- 3):
+    # normalise scores by a running mean/std so cliprange_value, kl_coef and the EOS penalty
+    # mean the same thing for every reward model.
+    score_norm: bool = True
+    missing_eos_penalty: float = 1.0  # subtracted from the (normalised) score when no EOS was generated
     score_clip: float | None = None
     # RLOO
     rloo_k: int = 4
@@ -95,8 +99,9 @@ class PPOConfig:
 
 
 PRESETS: dict[str, dict] = {
-    # 2 CPU cores, a ~1-3M parameter policy: ~15-30 s per iteration.
-    "cpu-tiny": dict(iterations=40, batch_size=32, mini_batch_size=8, ppo_epochs=2, lr=1e-4, kl_coef=0.05,
+    # 2 (shared) CPU cores, a ~1-3M parameter policy: ~30-50 s per iteration, ~15 min per task.
+    # A from-scratch tiny policy tolerates (and needs) a much larger step than a pretrained one.
+    "cpu-tiny": dict(iterations=30, batch_size=32, mini_batch_size=16, ppo_epochs=4, lr=5e-4, kl_coef=0.05,
                      vf_coef=0.5, device="cpu", dtype="fp32", save_every=5),
     # a single GPU and a 100M-1B policy.
     "gpu": dict(iterations=200, batch_size=128, mini_batch_size=32, grad_accum_steps=1, ppo_epochs=4, lr=1e-6,

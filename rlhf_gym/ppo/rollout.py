@@ -40,22 +40,58 @@ def sample(policy, tokenizer, meta: PolicyMeta, prompts: Sequence[str], *, max_n
     return out
 
 
+class RunningMoments:
+    """Mean and std of every score seen so far (Chan et al.'s parallel Welford update)."""
+
+    def __init__(self):
+        self.n, self.mean, self.m2 = 0, 0.0, 0.0
+
+    def update(self, x: torch.Tensor) -> None:
+        x = x.double()
+        n, mean, m2 = x.numel(), float(x.mean()), float(((x - x.mean()) ** 2).sum())
+        delta, total = mean - self.mean, self.n + n
+        self.mean += delta * n / total
+        self.m2 += m2 + delta ** 2 * self.n * n / total
+        self.n = total
+
+    @property
+    def std(self) -> float:
+        return (self.m2 / max(self.n - 1, 1)) ** 0.5
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / (self.std + 1e-8) if self.n > 1 else x - self.mean
+
+    def state_dict(self) -> dict:
+        return {"n": self.n, "mean": self.mean, "m2": self.m2}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.n, self.mean, self.m2 = state["n"], state["mean"], state["m2"]
+
+
 def score(reward_model, prompts, texts, references, has_eos, missing_eos_penalty: float = 0.0,
-          score_clip: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(raw, shaped) scores from ONE batched reward-model call on the EOS-truncated texts."""
+          score_clip: float | None = None, moments: RunningMoments | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(raw, shaped) scores from ONE batched reward-model call on the EOS-truncated texts;
+    shaped = normalised (when ``moments`` is given, updated with this batch first) minus the
+    missing-EOS penalty, optionally clipped."""
     raw = torch.as_tensor(np.asarray(reward_model(list(prompts), list(texts), [tuple(r) for r in references]),
                                      dtype=np.float64), dtype=torch.float32)
-    shaped = raw - missing_eos_penalty * (~has_eos).float()
+    shaped = raw
+    if moments is not None:
+        moments.update(raw)
+        shaped = moments.normalize(raw).float()
+    shaped = shaped - missing_eos_penalty * (~has_eos).float()
     if score_clip is not None:
         shaped = shaped.clamp(-score_clip, score_clip)
     return raw, shaped
 
 
 def collect(policy, tokenizer, meta, reward_model, prompts, references, *, max_new_tokens: int, temperature: float,
-            missing_eos_penalty: float = 0.0, score_clip: float | None = None) -> Rollout:
+            missing_eos_penalty: float = 0.0, score_clip: float | None = None,
+            moments: RunningMoments | None = None) -> Rollout:
     query, qmask, response, rmask, texts, has_eos = sample(policy, tokenizer, meta, prompts,
                                                            max_new_tokens=max_new_tokens, temperature=temperature)
-    raw, shaped = score(reward_model, prompts, texts, references, has_eos, missing_eos_penalty, score_clip)
+    raw, shaped = score(reward_model, prompts, texts, references, has_eos, missing_eos_penalty, score_clip,
+                        moments)
     return Rollout(list(prompts), [tuple(r) for r in references], query, qmask, response, rmask, texts, has_eos,
                    raw, shaped)
 

@@ -26,7 +26,7 @@ import torch
 from rlhf_gym.policy import load_policy, save_policy, task_examples, task_reward
 from rlhf_gym.ppo import core
 from rlhf_gym.ppo.config import PPOConfig
-from rlhf_gym.ppo.rollout import ValueModel, autocast, collect, logprobs
+from rlhf_gym.ppo.rollout import RunningMoments, ValueModel, autocast, collect, logprobs
 
 METRIC_KEYS = ("iteration", "reward_mean", "rlhf_reward", "kl", "entropy", "policy_loss", "value_loss", "clipfrac",
                "approxkl", "explained_variance", "response_length", "eos_fraction", "kl_coef",
@@ -126,6 +126,7 @@ def train(cfg: PPOConfig, reward_model: Any | None = None, examples: list | None
     kl_ctl = (core.AdaptiveKLController(cfg.kl_coef, cfg.target_kl, cfg.kl_horizon) if cfg.adaptive_kl
               else core.FixedKLController(cfg.kl_coef))
 
+    moments = RunningMoments() if cfg.score_norm else None
     start_iter, history = 0, []
     if ckpt_path.exists():
         state = torch.load(ckpt_path, weights_only=False, map_location=device)
@@ -140,6 +141,8 @@ def train(cfg: PPOConfig, reward_model: Any | None = None, examples: list | None
             value.load_state_dict(state["value"])
         opt.load_state_dict(state["optimizer"])
         kl_ctl.load_state_dict(state["kl_ctl"])
+        if moments is not None:
+            moments.load_state_dict(state["moments"])
         _set_rng_state(state["rng"], np_rng)
         start_iter, history = state["iteration"], state["history"]
         for name in ("metrics.jsonl", "samples.jsonl"):
@@ -155,7 +158,8 @@ def train(cfg: PPOConfig, reward_model: Any | None = None, examples: list | None
         tmp = ckpt_path.with_suffix(".tmp")
         torch.save({"config": cfg.to_json(), "iteration": iteration, "history": history,
                     "policy": policy.state_dict(), "value": value.state_dict() if use_value else None,
-                    "optimizer": opt.state_dict(), "kl_ctl": kl_ctl.state_dict(), "rng": _rng_state(np_rng)}, tmp)
+                    "optimizer": opt.state_dict(), "kl_ctl": kl_ctl.state_dict(), "rng": _rng_state(np_rng),
+                    "moments": moments.state_dict() if moments is not None else None}, tmp)
         tmp.replace(ckpt_path)  # atomic: a kill never leaves half a checkpoint
 
     bar = None
@@ -176,15 +180,15 @@ def train(cfg: PPOConfig, reward_model: Any | None = None, examples: list | None
             ro = collect(policy, tok, meta, reward_model, [e.prompt for e in batch_ex],
                          [e.references for e in batch_ex], max_new_tokens=max_new_tokens,
                          temperature=cfg.temperature, missing_eos_penalty=cfg.missing_eos_penalty,
-                         score_clip=cfg.score_clip)
+                         score_clip=cfg.score_clip, moments=moments)
         q, qm, r, rm = (t.to(device) for t in (ro.query, ro.query_mask, ro.response, ro.response_mask))
         mask = rm.float()
         scores = ro.scores.to(device)
         t_gen = time.perf_counter()
 
         if use_value and iteration == 1:
-            # Reward models have arbitrary offsets (this one scores around -20); a zero critic
-            # would need many clipped value steps to get there, so start it at the first mean score.
+            # Without score_norm, reward models have arbitrary offsets (the built-in ones score
+            # around -20); a zero critic would need many clipped value steps to get there.
             with torch.no_grad():
                 value.head.bias.fill_(float(scores.mean()))
 
