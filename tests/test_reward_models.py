@@ -195,3 +195,20 @@ def test_hf_reward_model_on_a_tiny_local_classifier(tmp_path, family, encoder):
     assert len(set(scores.tolist())) == 3
     with pytest.raises(ValueError):
         HFRewardModel(path, label_index=5)
+
+
+def test_train_rm_command_on_a_preference_file(tmp_path, capsys, encoder):
+    from rlhf_gym.rewards.train import main
+
+    topics = ["dogs", "the sea", "jazz", "bread", "chess", "rain", "trains", "coffee", "mountains", "football",
+              "gardens", "winter", "the moon", "bicycles", "cheese", "violins", "rivers", "cats", "tea", "snow"]
+    rows = [{"prompt": f"Tell me something about {t}.", "chosen": f"Here is a fact about {t}.",
+             "rejected": f"I refuse to talk about {topics[(i + 7) % len(topics)]}."} for i, t in enumerate(topics)]
+    prefs = tmp_path / "prefs.jsonl"
+    prefs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "own.safetensors"
+    assert main(["train-rm", "--prefs", str(prefs), "--out", str(out), "--epochs", "5", "--quiet"]) == 0
+    sidecar = json.loads(out.with_suffix(".json").read_text())
+    assert sidecar["pairs"]["eval"] + sidecar["pairs"]["fit"] + sidecar["pairs"]["dev"] == len(rows)
+    assert sidecar["pairs"]["eval"] > 0
+    assert "held-out pairwise accuracy" in capsys.readouterr().out

@@ -21,7 +21,6 @@ over those features, stored as safetensors with its configuration in the header 
 from __future__ import annotations
 
 import hashlib
-import json
 import threading
 from pathlib import Path
 from typing import Sequence
@@ -250,26 +249,39 @@ def load_head(path: str | Path) -> tuple[RewardHead, dict[str, str]]:
 # ------------------------------------------------------------------------- reward model
 
 
+def head_sha256(head: RewardHead, encoder_id: str) -> str:
+    """Hash of the head's configuration, tensors (by name) and the encoder id.
+
+    Not the file bytes: safetensors writes its metadata map in arbitrary order, so two saves
+    of identical weights differ on disk.
+    """
+    digest = hashlib.sha256()
+    for key, value in sorted(head.config().items()):
+        digest.update(f"{key}={value}\n".encode())
+    for key, tensor in sorted(head.state_dict().items()):
+        array = tensor.detach().cpu().contiguous().numpy()
+        digest.update(f"{key}:{array.dtype}:{array.shape}\n".encode())
+        digest.update(array.tobytes())
+    digest.update(encoder_id.encode("utf-8"))
+    return digest.hexdigest()
+
+
+
 class EmbeddingRewardModel:
     """``rm(prompts, responses, references) -> float64 scores`` from a frozen encoder and a head."""
 
-    def __init__(self, head: RewardHead, name: str = "embedding", encoder: SentenceEncoder | None = None,
-                 head_bytes: bytes | None = None):
+    def __init__(self, head: RewardHead, name: str = "embedding", encoder: SentenceEncoder | None = None):
         self.head = head.eval()
         self.kind = head.kind
         self.encoder = encoder or get_encoder()
         self.name = name
-        if head_bytes is None:
-            head_bytes = b"".join(v.detach().cpu().numpy().tobytes() for v in head.state_dict().values())
-        digest = hashlib.sha256(head_bytes)
-        digest.update(self.encoder.encoder_id.encode("utf-8"))
-        self.sha256 = digest.hexdigest()
+        self.sha256 = head_sha256(head, self.encoder.encoder_id)
 
     @classmethod
     def from_file(cls, path: str | Path, name: str | None = None, encoder: SentenceEncoder | None = None):
         path = Path(path)
         head, _ = load_head(path)
-        return cls(head, name=name or f"embedding:{path.stem}", encoder=encoder, head_bytes=path.read_bytes())
+        return cls(head, name=name or f"embedding:{path.stem}", encoder=encoder)
 
     def score_features(self, features: np.ndarray) -> np.ndarray:
         # One row at a time: a batched matmul picks kernels by batch shape, so the same item

@@ -46,6 +46,11 @@ class HFRewardModel:
             decoder = getattr(self.model.config, "is_decoder", False) or self.model.config.model_type in _DECODERS
             pair_input = not decoder
         self.pair_input = pair_input
+        if not pair_input:
+            # decoder classifiers score the last token: truncate from the left so the response
+            # end survives; pad on the right, where they look for the last non-pad token
+            self.tokenizer.truncation_side = "left"
+            self.tokenizer.padding_side = "right"
         self.device = device
         self.name = name or f"hf:{source}"
         digest = hashlib.sha256(source.encode())
@@ -71,8 +76,6 @@ class HFRewardModel:
                 batch = self.tokenizer([prompts[i] for i in idx], [responses[i] for i in idx], padding=True,
                                        truncation="longest_first", max_length=self.max_length, return_tensors="pt")
             else:
-                # keep the response end: truncate from the left so the scored tokens survive
-                self.tokenizer.truncation_side = "left"
                 batch = self.tokenizer([prompts[i] + responses[i] for i in idx], padding=True, truncation=True,
                                        max_length=self.max_length, return_tensors="pt")
             batch = {k: v.to(self.device) for k, v in batch.items()}
