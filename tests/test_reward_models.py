@@ -151,7 +151,7 @@ def test_malformed_preference_line_names_file_and_line(tmp_path, bad_line, probl
     path.write_text(json.dumps({"prompt": "p", "chosen": "c", "rejected": "r"}) + "\n" + bad_line + "\n")
     with pytest.raises(ValueError) as err:
         read_preference_file(path)
-    assert f"{path}:2:" in str(err.value)
+    assert f"{path} line 2:" in str(err.value)
     assert problem in str(err.value)
 
 
