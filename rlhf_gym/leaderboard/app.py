@@ -15,7 +15,7 @@ from urllib.parse import parse_qs
 
 from . import require
 from .db import Database
-from .feedback import add_label, next_pair, progress
+from .feedback import add_label, feedback_stats, next_pair, progress
 from .render import STATIC, environment
 from .service import Leaderboard, Verifier
 from .validate import ScoringUnavailable, SubmissionError
@@ -178,6 +178,12 @@ def create_app(db_url: str, *, verifier: Verifier | None = None, max_body_mb: fl
     def get_leaderboard():
         return board.board()
 
+    @app.get("/api/feedback/stats")
+    def get_feedback_stats():
+        """Human win rate per (env, system pair) with its 95% bootstrap CI, label counts and
+        inter-annotator agreement (raw and Cohen's kappa) on doubly-labelled pairs."""
+        return {"stats": feedback_stats(db)}
+
     @app.get("/api/submissions/{sid}")
     def get_submission(sid: str):
         sub = board.submission(sid)
@@ -190,7 +196,7 @@ def create_app(db_url: str, *, verifier: Verifier | None = None, max_body_mb: fl
         rows = board.rows()
         from .service import build_board
 
-        return page("index.html", board=build_board(list(rows)), rows=rows)
+        return page("index.html", board=build_board(list(rows)), rows=rows, human=feedback_stats(db))
 
     @app.get("/submissions/{sid}", response_class=HTMLResponse)
     def submission_page(sid: str):

@@ -234,7 +234,7 @@ def _stats(args) -> int:
     for s in stats:
         agree = ("–" if s["raw_agreement"] is None
                  else f"{100 * s['raw_agreement']:.1f}% raw, kappa {s['cohen_kappa']:.3f} on {s['n_double']} pairs")
-        print(f"{s['system_a']} vs {s['system_b']}: human win rate of A {100 * s['win_rate_a']:.1f}%"
+        print(f"{s['env_id']} {s['system_a']} vs {s['system_b']}: human win rate of A {100 * s['win_rate_a']:.1f}%"
               f" [95% CI {100 * s['ci_low']:.1f}, {100 * s['ci_high']:.1f}] over {s['n_pairs']} pairs"
               f" ({s['n_labels']} labels: {s['labels']}); agreement: {agree}")
     return 0

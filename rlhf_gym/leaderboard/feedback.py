@@ -184,15 +184,16 @@ def cohen_kappa(pairs: Iterable[tuple[str, str]]) -> float | None:
 
 
 def feedback_stats(db: Database) -> list[dict]:
-    """Per system pair: human win rate of A over B (items = pairs, several annotators of one
-    pair averaged, ties and both-bad 0.5) with a 95% bootstrap CI, and agreement between
-    annotators on doubly-labelled pairs (raw agreement and Cohen's kappa over the four
-    labels, pooling every two-annotator combination)."""
-    by_systems: dict[tuple[str, str], dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    """Per (env, system pair): human win rate of A over B (items = pairs, several annotators
+    of one pair averaged, ties and both-bad 0.5) with a 95% bootstrap CI, and agreement
+    between annotators on doubly-labelled pairs (raw agreement and Cohen's kappa over the
+    four labels, pooling every two-annotator combination). Envs are kept apart because a
+    system can win on one task and lose on another; pooling would hide that."""
+    by_systems: dict[tuple[str, str, str], dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for r in _labels(db):
-        by_systems[(r["system_a"], r["system_b"])][r["pair_id"]].append(r)
+        by_systems[(r["env_id"], r["system_a"], r["system_b"])][r["pair_id"]].append(r)
     out = []
-    for (sa, sb), pairs in sorted(by_systems.items()):
+    for (env_id, sa, sb), pairs in sorted(by_systems.items()):
         item_scores = [sum(SCORE_A[l["label"]] for l in ls) / len(ls) for ls in pairs.values()]
         lo, hi = bootstrap_ci(item_scores)
         agree_pairs = []
@@ -206,7 +207,8 @@ def feedback_stats(db: Database) -> list[dict]:
             for l in ls:
                 counts[l["label"]] += 1
         out.append({
-            "system_a": sa, "system_b": sb, "n_pairs": len(pairs),
+            "env_id": env_id, "system_a": sa, "system_b": sb, "n_pairs": len(pairs),
+            "annotators": sorted({l["annotator"] for ls in pairs.values() for l in ls}),
             "n_labels": sum(len(ls) for ls in pairs.values()), "labels": dict(counts),
             "win_rate_a": sum(item_scores) / len(item_scores), "ci_low": lo, "ci_high": hi,
             "n_double": sum(1 for ls in pairs.values() if len(ls) >= 2),

@@ -112,10 +112,51 @@ def test_labelling_flow_export_and_stats(queued, tmp_path, capsys):
     assert s["win_rate_a"] == pytest.approx(5.5 / 6)
     assert s["ci_low"] <= s["win_rate_a"] <= s["ci_high"] and s["ci_low"] < 1.0
     assert s["n_double"] == 3 and s["raw_agreement"] == pytest.approx(2 / 3)
+    assert s["env_id"] == ENV and s["annotators"] == ["ann1", "ann2"]
     assert main(["feedback", "stats", "--db", str(db_path)]) == 0
-    assert "ppo vs lead: human win rate of A 91.7%" in capsys.readouterr().out
+    assert f"{ENV} ppo vs lead: human win rate of A 91.7%" in capsys.readouterr().out
+
+    # The same numbers over HTTP and on the leaderboard page.
+    with TestClient(app) as c:
+        [api] = c.get("/api/feedback/stats").json()["stats"]
+        assert api == s  # JSON round-trips Python floats exactly
+        html = c.get("/").text
+    section = html.split('id="human-feedback"')[1]
+    assert "Human pairwise feedback" in html and "<td>ppo</td><td>lead</td>" in section
+    assert f"91.7 [{100 * s['ci_low']:.1f}, {100 * s['ci_high']:.1f}]" in section
+    assert "66.7" in section and f"{s['cohen_kappa']:.3f}" in section  # agreement % and kappa
     actions = [a["action"] for a in app.state.db.audit_rows()]
     assert actions.count("feedback.label") == 9 and "feedback.queue" in actions
+
+
+def test_feedback_stats_split_by_env(tmp_path):
+    """Two envs with the same system names give two rows, not one pooled win rate."""
+    env2 = "rlhf_gym/Summarization-v0"
+    files = {}
+    for agent, word in (("ppo", "long"), ("lead", "short")):
+        doc = {"schema_version": 1, "agent": {"name": agent}, "envs": {}}
+        for env in (ENV, env2):
+            doc["envs"][env] = {"env_id": env, "metrics": {}, "generations": [
+                {"id": f"e{i}", "prompt": f"p{i}", "prediction": f"{word} {env} {i}"} for i in range(3)]}
+        files[agent] = tmp_path / f"{agent}.json"
+        files[agent].write_text(json.dumps(doc))
+    from rlhf_gym.leaderboard.db import Database
+
+    db = Database(tmp_path / "x.db")
+    queue_pairs(db, files["ppo"], files["lead"])
+    db.add_user("u")
+    user = {"id": 1, "name": "u"}
+    with db.tx() as tx:
+        pairs = tx.all("SELECT id, env_id FROM feedback_pairs ORDER BY id")
+    from rlhf_gym.leaderboard.feedback import add_label
+
+    for p in pairs:  # A (ppo) wins every Dialogue pair, loses every Summarization pair
+        want = "a" if p["env_id"] == ENV else "b"
+        choice = "left" if left_system(p["id"], user["id"]) == want else "right"
+        assert add_label(db, p["id"], user, choice)
+    stats = {s["env_id"]: s for s in feedback_stats(db)}
+    assert stats[ENV]["win_rate_a"] == 1.0 and stats[env2]["win_rate_a"] == 0.0
+    assert stats[ENV]["n_labels"] == 3 and stats[ENV]["raw_agreement"] is None
 
 
 def test_kappa_and_bootstrap_known_values():
