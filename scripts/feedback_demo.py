@@ -92,10 +92,12 @@ class SimulatedAnnotator:
         return choice
 
 
-def label_through_page(page, url: str, token: str, annotator: SimulatedAnnotator, n: int) -> int:
+def label_through_page(page, url: str, token: str, annotator: SimulatedAnnotator, n: int, shot=None) -> int:
     page.goto(url + "/compare")
     page.fill("#token", token)
     page.click("text=Log in")
+    if shot:
+        page.screenshot(path=str(shot), full_page=True)
     done = 0
     for _ in range(n):
         if page.locator("#done").count():
@@ -113,13 +115,45 @@ def label_through_page(page, url: str, token: str, annotator: SimulatedAnnotator
     return done
 
 
+def submit_real(url: str, db: Path, files: dict[str, Path]) -> str:
+    """POST the full bench results (the server recomputes every metric) and a copy of lead
+    with BLEU raised by 10, so the pages show verified rows and a flagged one."""
+    import copy
+
+    from rlhf_gym.leaderboard.validate import build_submission
+
+    token = cli("leaderboard", "add-user", "submitter", "--db", str(db)).strip()
+    tampered_id = ""
+    for agent, f in files.items():
+        doc = build_submission(json.loads(f.read_text(encoding="utf-8")), name=f"{agent} baseline", model=agent)
+        docs = [doc]
+        if agent == "lead":
+            bad = copy.deepcopy(doc)
+            bad["meta"]["name"] = "lead (BLEU tampered)"
+            bad["results"]["envs"][ENV]["metrics"]["bleu"] += 10.0
+            docs.append(bad)
+        for d in docs:
+            t0 = time.monotonic()
+            req = urllib.request.Request(url + "/api/submissions", data=json.dumps(d).encode(), method="POST",
+                                         headers={"Authorization": f"Bearer {token}",
+                                                  "Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=1800) as resp:
+                body = json.loads(resp.read())
+            print(f"submitted {d['meta']['name']}: verified={body['verified']}"
+                  f" ({time.monotonic() - t0:.0f}s recompute)", flush=True)
+            if "tampered" in d["meta"]["name"]:
+                tampered_id = body["id"]
+    return tampered_id
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--results-dir", help="dir with dialogue_{retrieval,lead,reference}.json from rlhf-gym bench")
     ap.add_argument("--out-dir", help="keep DB, prefs and reward head here (default: a temp dir)")
     ap.add_argument("--examples", type=int, default=30, help="test examples per system pair to queue")
     ap.add_argument("--overlap", type=int, default=40, help="pairs that annotator-2 also labels")
-    ap.add_argument("--screenshot", help="save a screenshot of the leaderboard page's human-feedback section")
+    ap.add_argument("--screenshots", help="also submit the three full bench results (and a BLEU-tampered copy of"
+                    " lead) and save leaderboard.png, submission.png and compare.png here")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     out = Path(args.out_dir or tempfile.mkdtemp(prefix="feedback_demo_"))
@@ -166,20 +200,27 @@ def main() -> int:
                 time.sleep(0.3)
         from playwright.sync_api import sync_playwright
 
+        tampered_id = None
+        if args.screenshots:
+            tampered_id = submit_real(url, db, files)
         annotators = {n: SimulatedAnnotator(n, references, seed) for seed, n in enumerate(tokens)}
         t0 = time.monotonic()
         counts = {}
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+            shots = Path(args.screenshots) if args.screenshots else None
             for name, n in (("annotator-1", 10_000), ("annotator-2", args.overlap)):
-                page = browser.new_page()
-                counts[name] = label_through_page(page, url, tokens[name], annotators[name], n)
+                page = browser.new_page(viewport={"width": 1280, "height": 900})
+                counts[name] = label_through_page(page, url, tokens[name], annotators[name], n,
+                                                  shot=shots / "compare.png" if shots and name == "annotator-2" else None)
                 page.close()
-            if args.screenshot:
+            if shots:
                 page = browser.new_page(viewport={"width": 1280, "height": 900})
                 page.goto(url + "/")
-                page.locator("#human-feedback").scroll_into_view_if_needed()
-                page.screenshot(path=args.screenshot, full_page=True)
+                page.screenshot(path=str(shots / "leaderboard.png"), full_page=True)
+                page.goto(f"{url}/submissions/{tampered_id}")
+                page.screenshot(path=str(shots / "submission.png"), full_page=True)
+                print(f"screenshots in {shots}", flush=True)
             browser.close()
         dt = time.monotonic() - t0
         stats = json.loads(urllib.request.urlopen(url + "/api/feedback/stats").read())["stats"]
