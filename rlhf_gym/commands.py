@@ -73,21 +73,16 @@ def cmd_bench(args) -> int:
 
 
 def read_predictions(path: str) -> list[dict]:
-    records = []
+    from rlhf_gym.data import read_records
+
     file = Path(path)
     if not file.exists():
         raise FileNotFoundError(f"predictions file not found: {path}")
-    with file.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path} line {lineno}: not valid JSON ({err.msg})") from None
-            if not isinstance(record, dict) or "id" not in record or not isinstance(record.get("prediction"), str):
-                raise ValueError(f"{path} line {lineno}: expected an object with 'id' and a string 'prediction'")
-            records.append(record)
+    records = []
+    for where, record in read_records(file):
+        if "id" not in record or not isinstance(record.get("prediction"), str):
+            raise ValueError(f"{where}: expected an object with 'id' and a string 'prediction'")
+        records.append(record)
     return records
 
 

@@ -244,7 +244,7 @@ BUILTIN_PACKS: dict[str, Callable[[str], list[Example]]] = {
 # ------------------------------------------------------------------------ local files
 
 
-def _records_from_file(path: Path) -> Iterable[tuple[str, dict[str, Any]]]:
+def read_records(path: Path) -> Iterable[tuple[str, dict[str, Any]]]:
     """(location, record) pairs; the location names the line or row in error messages."""
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json"):
@@ -296,7 +296,7 @@ def load_file(path: str | Path, split: str) -> list[Example]:
     if not path.exists():
         raise FileNotFoundError(f"data file not found: {path}")
     examples, seen = [], set()
-    for index, (where, record) in enumerate(_records_from_file(path)):
+    for index, (where, record) in enumerate(read_records(path)):
         example = example_from_record(record, where, index)
         if example.id in seen:
             raise ValueError(f"{where}: duplicate id {example.id!r}")
