@@ -123,23 +123,28 @@ def main(argv=None) -> int:
     parser.add_argument("--n-embd", type=int, default=128)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--trl", nargs="*", default=["rloo", "grpo"], help="TRL trainers to compare (none: skip)")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved repetitions; the best is reported")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    rows = []
+    runs: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         policy, examples = make_setup(Path(tmp), args.n_layer, args.n_embd, args.max_new_tokens)
-        for algo in ("ppo", "rloo"):
-            rows.append(bench_native(policy, examples, args, algo))
-            print(json.dumps(rows[-1]), flush=True)
-        for which in args.trl:
-            row = bench_trl(policy, examples, args, which)
-            if row:
-                rows.append(row)
-                print(json.dumps(row), flush=True)
+        # Interleaved rounds, best round kept: on a shared machine the load changes from minute
+        # to minute, and running each trainer back to back would bias whichever ran in a quiet spell.
+        for _ in range(args.rounds):
+            jobs = [lambda a=a: bench_native(policy, examples, args, a) for a in ("ppo", "rloo")]
+            jobs += [lambda w=w: bench_trl(policy, examples, args, w) for w in args.trl]
+            for job in jobs:
+                row = job()
+                if row:
+                    runs.setdefault(row["trainer"], []).append(row)
+                    print(json.dumps(row), flush=True)
+    rows = [max(r, key=lambda x: x["samples_per_second"]) for r in runs.values()]
+    print(f"\nbest of {args.rounds} interleaved round(s)")
     print(f"\n{'trainer':28s} {'samples/s':>10s} {'tokens/s':>10s} {'s/iter':>8s}")
     for r in rows:
         print(f"{r['trainer']:28s} {r['samples_per_second']:10.2f} {r['tokens_per_second']:10.1f} "

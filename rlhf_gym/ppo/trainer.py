@@ -333,10 +333,14 @@ def plot_curves(history: list[dict], path: Path, title: str = "") -> Path | None
         return None
     it = [h["iteration"] for h in history]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    axes[0].plot(it, [h["reward_mean"] for h in history], label="reward-model score")
-    axes[0].plot(it, [h["rlhf_reward"] for h in history], label="score - beta*KL - EOS penalty", alpha=0.7)
+    axes[0].plot(it, [h["reward_mean"] for h in history], label="reward-model score (raw)")
+    # rlhf_reward is in the trainer's (possibly normalised) units, so it gets its own axis
+    twin = axes[0].twinx()
+    twin.plot(it, [h["rlhf_reward"] for h in history], color="tab:orange", alpha=0.6,
+              label="score - beta*KL - EOS penalty (right)")
     axes[0].set_title("reward")
-    axes[0].legend(fontsize=8)
+    lines = axes[0].get_lines() + twin.get_lines()
+    axes[0].legend(lines, [ln.get_label() for ln in lines], fontsize=7)
     axes[1].plot(it, [h["kl"] for h in history], color="tab:red")
     axes[1].set_title("KL(policy || reference), k1, summed over tokens")
     axes[2].plot(it, [h["response_length"] for h in history], color="tab:green")
