@@ -78,7 +78,10 @@ def test_same_seed_same_metrics_and_resume_is_exact(policy_dir, tmp_path):
     assert strip_timing(full) == strip_timing(again)
     # "killed" after iteration 2, then resumed with the same command
     train(cfg(policy_dir, tmp_path / "c", iterations=2), reward_model=REWARD, examples=EXAMPLES)
-    resumed = train(cfg(policy_dir, tmp_path / "c", iterations=4), reward_model=REWARD, examples=EXAMPLES)
+    with pytest.raises(ValueError, match="--resume"):  # never continue or overwrite a run silently
+        train(cfg(policy_dir, tmp_path / "c", iterations=4), reward_model=REWARD, examples=EXAMPLES)
+    resumed = train(cfg(policy_dir, tmp_path / "c", iterations=4, resume=True), reward_model=REWARD,
+                    examples=EXAMPLES)
     assert strip_timing(resumed) == strip_timing(full)
     logged = [json.loads(x) for x in (tmp_path / "c" / "metrics.jsonl").read_text().splitlines()]
     assert strip_timing(logged) == strip_timing(full)
@@ -89,7 +92,8 @@ def test_same_seed_same_metrics_and_resume_is_exact(policy_dir, tmp_path):
 def test_resume_refuses_changed_settings(policy_dir, tmp_path):
     train(cfg(policy_dir, tmp_path / "r", iterations=1), reward_model=REWARD, examples=EXAMPLES)
     with pytest.raises(ValueError, match="lr"):
-        train(cfg(policy_dir, tmp_path / "r", iterations=2, lr=1e-3), reward_model=REWARD, examples=EXAMPLES)
+        train(cfg(policy_dir, tmp_path / "r", iterations=2, lr=1e-3, resume=True), reward_model=REWARD,
+              examples=EXAMPLES)
 
 
 def test_k3_adaptive_kl_and_grad_accumulation(policy_dir, tmp_path):

@@ -23,6 +23,7 @@ class PPOConfig:
     reward: str = "builtin"  # "builtin" (the env's reward model) or a metric: chrf, bleu, rougeL...
     split: str = "train"
     seed: int = 0
+    resume: bool = False  # continue from OUT/checkpoint (a run killed or stopped at --iterations)
     device: str = "auto"  # "auto" -> cuda if available
     threads: int | None = None  # torch CPU threads
     # schedule

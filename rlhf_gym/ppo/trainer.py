@@ -128,10 +128,16 @@ def train(cfg: PPOConfig, reward_model: Any | None = None, examples: list | None
 
     moments = RunningMoments() if cfg.score_norm else None
     start_iter, history = 0, []
-    if ckpt_path.exists():
+    if ckpt_path.exists() and not cfg.resume:
+        raise ValueError(f"{out} already holds a run (checkpoint/state.pt): pass --resume to continue it, "
+                         "or choose another --out")
+    if cfg.resume and not ckpt_path.exists():
+        print(f"--resume: no checkpoint in {out}, starting from iteration 0")
+    if cfg.resume and ckpt_path.exists():
         state = torch.load(ckpt_path, weights_only=False, map_location=device)
-        saved = {k: v for k, v in state["config"].items() if k not in ("iterations", "progress", "plot")}
-        now = {k: v for k, v in cfg.to_json().items() if k not in ("iterations", "progress", "plot")}
+        free = ("iterations", "progress", "plot", "resume")  # may differ between the slices of one run
+        saved = {k: v for k, v in state["config"].items() if k not in free}
+        now = {k: v for k, v in cfg.to_json().items() if k not in free}
         if saved != now:
             diff = sorted(k for k in now if saved.get(k) != now[k])
             raise ValueError(f"{ckpt_path} was written with different settings ({', '.join(diff)}); "
