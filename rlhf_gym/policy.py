@@ -319,7 +319,7 @@ def _eval_loss(model, pairs, tokenizer, seq2seq: bool, batch_size: int = 32) -> 
     with torch.no_grad():
         for i in range(0, len(pairs), batch_size):
             batch = _sft_batch(pairs[i:i + batch_size], tokenizer, seq2seq)
-            n = int((batch["labels"] != -100).sum()) - (0 if seq2seq else 0)
+            n = int((batch["labels"] != -100).sum())  # token-weighted mean over the split
             loss = sft_loss(model, batch, seq2seq)
             total += float(loss) * n
             count += n

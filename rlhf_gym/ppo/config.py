@@ -68,7 +68,7 @@ class PPOConfig:
     # reference/LoRA
     lora_r: int = 0  # >0: train LoRA adapters (needs peft); the reference is the adapter-disabled base
     lora_alpha: int = 16
-    # precision: "auto" -> bf16 autocast on GPUs that support it, fp32 on CPU
+    # precision: "auto" -> bf16 autocast on GPUs that support it, else fp32
     dtype: str = "auto"
     # logging & checkpoints
     save_every: int = 10
@@ -89,8 +89,9 @@ class PPOConfig:
             raise ValueError(f"rloo needs rloo_k >= 2 dividing batch_size (got k={self.rloo_k}, batch={self.batch_size})")
         if self.temperature <= 0:
             raise ValueError("temperature must be > 0 (PPO needs a sampling policy)")
-        if self.dtype not in ("auto", "fp32", "bf16", "fp16"):
-            raise ValueError(f"dtype must be auto, fp32, bf16 or fp16, got {self.dtype!r}")
+        if self.dtype not in ("auto", "fp32", "bf16"):
+            # fp16 would need loss scaling; bf16 has fp32's range and needs none
+            raise ValueError(f"dtype must be auto, fp32 or bf16, got {self.dtype!r}")
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)

@@ -157,8 +157,7 @@ class ValueModel(nn.Module):
 
 
 def autocast(device: torch.device, dtype: str):
-    if device.type != "cuda" or dtype == "fp32":
+    """bf16 autocast on CUDA (weights and optimiser state stay fp32); a no-op elsewhere."""
+    if device.type != "cuda" or dtype == "fp32" or (dtype == "auto" and not torch.cuda.is_bf16_supported()):
         return contextlib.nullcontext()
-    if dtype == "auto":
-        dtype = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return torch.autocast("cuda", dtype=torch.bfloat16 if dtype == "bf16" else torch.float16)
+    return torch.autocast("cuda", dtype=torch.bfloat16)
