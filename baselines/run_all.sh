@@ -10,5 +10,5 @@ rlhf-gym train sft --env rlhf_gym/Dialogue-v0      --out baselines/sft/dialogue 
 rlhf-gym train sft --env rlhf_gym/Summarization-v0 --out baselines/sft/summarization $SFT --stop-after 93
 for task in translation dialogue summarization; do
   Task="$(tr '[:lower:]' '[:upper:]' <<< "${task:0:1}")${task:1}"
-  rlhf-gym train ppo --env "rlhf_gym/${Task}-v0" --policy "baselines/sft/${task}" --preset cpu-tiny --out "runs/ppo_${task}"
+  rlhf-gym train ppo --env "rlhf_gym/${Task}-v0" --policy "baselines/sft/${task}" --preset cpu-tiny --out "runs/ppo_${task}_v2"
 done
