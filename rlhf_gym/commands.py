@@ -61,13 +61,11 @@ def cmd_data(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from rich.console import Console
-
-    from rlhf_gym.evaluation import results_table, run_bench
+    from rlhf_gym.evaluation import print_results_table, run_bench
 
     results = run_bench(args.agent, args.envs, vs_spec=args.vs, split=args.split, limit=args.limit,
                         batch_size=args.batch_size, out=args.out, resume=args.resume)
-    Console().print(results_table(results))
+    print_results_table(results)
     print(f"wrote {args.out}")
     return 0
 
@@ -87,9 +85,7 @@ def read_predictions(path: str) -> list[dict]:
 
 
 def cmd_score(args) -> int:
-    from rich.console import Console
-
-    from rlhf_gym.evaluation import new_results, results_table, score_predictions, write_json_atomic
+    from rlhf_gym.evaluation import new_results, print_results_table, score_predictions, write_json_atomic
 
     predictions = read_predictions(args.predictions)
     vs = read_predictions(args.vs_predictions) if args.vs_predictions else None
@@ -98,7 +94,7 @@ def cmd_score(args) -> int:
     block = score_predictions(args.env, predictions, split=args.split, vs_predictions=vs, show_progress=True)
     results["envs"][block["env_id"]] = block
     write_json_atomic(args.out, results)
-    Console().print(results_table(results))
+    print_results_table(results)
     print(f"wrote {args.out}")
     return 0
 

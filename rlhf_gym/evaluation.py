@@ -222,21 +222,35 @@ def run_bench(agent_spec: str, env_ids: Sequence[str] | None = None, *, vs_spec:
 def _fmt_ci(win: dict[str, Any] | None) -> str:
     if not win:
         return "-"
-    return f"{win['mean']:.3f} [{win['ci_low']:.3f}, {win['ci_high']:.3f}]"
+    return f"{win['mean']:.3f} [{win['ci_low']:.2f}, {win['ci_high']:.2f}]"
 
 
 def results_table(results: dict[str, Any]):
     from rich.table import Table
 
-    table = Table(title=f"rlhf-gym bench: {results['agent']['spec']}"
-                        + (f" vs {results['vs_agent']['spec']}" if results.get("vs_agent") else ""))
-    for column in ("env", "n", "BLEU", "chrF", "R-1", "R-2", "R-L", "R-Lsum", "reward", "win vs ref [95% CI]",
-                   "win vs agent [95% CI]", "words"):
-        table.add_column(column, justify="left" if column == "env" else "right")
+    vs = results.get("vs_agent")
+    table = Table(title=f"rlhf-gym bench: {results['agent']['spec']}" + (f" vs {vs['spec']}" if vs else ""),
+                  caption="BLEU/chrF: sacrebleu; R-*: rouge-score F x100; win rates: held-out judge, 95% CI")
+    columns = ["env", "n", "BLEU", "chrF", "R-1", "R-2", "R-L", "R-Lsum", "reward", "win vs ref"]
+    columns += ["win vs " + vs["spec"].split(":")[0]] if vs else []
+    columns += ["words"]
+    for column in columns:
+        table.add_column(column, justify="left" if column == "env" else "right", no_wrap=True)
     for env_id, block in results["envs"].items():
         m = block["metrics"]
-        table.add_row(env_id, str(block["n"]), f"{m['bleu']:.2f}", f"{m['chrf']:.2f}", f"{m['rouge1']:.2f}",
-                      f"{m['rouge2']:.2f}", f"{m['rougeL']:.2f}", f"{m['rougeLsum']:.2f}", f"{m['reward_mean']:.3f}",
-                      _fmt_ci(m["win_rate_vs_reference"]), _fmt_ci(m["win_rate_vs_agent"]),
-                      f"{m['length']['mean_words']:.1f}")
+        row = [env_id.split("/", 1)[-1], str(block["n"]), f"{m['bleu']:.2f}", f"{m['chrf']:.2f}", f"{m['rouge1']:.2f}",
+               f"{m['rouge2']:.2f}", f"{m['rougeL']:.2f}", f"{m['rougeLsum']:.2f}", f"{m['reward_mean']:.3f}",
+               _fmt_ci(m["win_rate_vs_reference"])]
+        row += [_fmt_ci(m["win_rate_vs_agent"])] if vs else []
+        row += [f"{m['length']['mean_words']:.1f}"]
+        table.add_row(*row)
     return table
+
+
+def print_results_table(results: dict[str, Any]) -> None:
+    """Print the table; a log file or pipe gets a width that fits it instead of 80 columns."""
+    import sys
+
+    from rich.console import Console
+
+    Console(width=None if sys.stdout.isatty() else 160).print(results_table(results))
