@@ -14,7 +14,6 @@ One iteration:
 from __future__ import annotations
 
 import json
-import math
 import random
 import time
 from pathlib import Path
