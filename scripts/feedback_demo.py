@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,12 +40,6 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 FLIP = 0.2
 KEYS = {"left": "1", "right": "2", "tie": "3"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def cli(*args: str, capture: bool = True) -> str:
@@ -183,23 +176,11 @@ def main() -> int:
     print(cli("feedback", "queue", "--results", str(cut["reference"]), str(cut["lead"]), "--db", str(db)), end="")
     tokens = {n: cli("leaderboard", "add-user", n, "--db", str(db)).strip() for n in ("annotator-1", "annotator-2")}
 
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = open(out / "server.log", "w")
-    server = subprocess.Popen([sys.executable, "-m", "rlhf_gym.cli", "leaderboard", "serve", "--db", str(db),
-                               "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(url + "/api/leaderboard", timeout=2).read()
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit("server did not start; see " + str(out / "server.log"))
-                time.sleep(0.3)
-        from playwright.sync_api import sync_playwright
+    from playwright.sync_api import sync_playwright
 
+    from rlhf_gym.leaderboard.process import serve_subprocess
+
+    with serve_subprocess(db, out / "server.log") as (url, _port, _server):
         tampered_id = None
         if args.screenshots:
             tampered_id = submit_real(url, db, files)
@@ -224,10 +205,6 @@ def main() -> int:
             browser.close()
         dt = time.monotonic() - t0
         stats = json.loads(urllib.request.urlopen(url + "/api/feedback/stats").read())["stats"]
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
-        log.close()
     total = sum(counts.values())
     print(f"labels collected through the page: {total} ({counts}) in {dt:.1f}s;"
           f" simulated flips: { {n: a.flips for n, a in annotators.items()} }", flush=True)

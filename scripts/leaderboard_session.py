@@ -28,7 +28,6 @@ import copy
 import http.client
 import json
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -49,12 +48,6 @@ def check(name: str, ok: bool, detail: str) -> bool:
     if not ok:
         FAILED.append(name)
     return ok
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def post(url: str, body: bytes, token: str | None, timeout: float = 900) -> tuple[int, dict]:
@@ -128,34 +121,14 @@ def main() -> int:
 
     db_path = work / "session.db"
     token = run([*exe, "leaderboard", "add-user", "session-bot", "--db", str(db_path)]).stdout.strip()
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = open(work / "server.log", "w")
+    from rlhf_gym.leaderboard.process import serve_subprocess
+
     # --rate-limit 0: check e posts 100+ submissions as one user within seconds, which the
     # default 60/min would (correctly) refuse with 429.
-    server = subprocess.Popen([*exe, "leaderboard", "serve", "--db", str(db_path), "--port", str(port),
-                               "--max-body-mb", str(args.max_body_mb), "--rate-limit", "0"],
-                              stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(url + "/api/leaderboard", timeout=2).read()
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    print((work / "server.log").read_text()[-2000:])
-                    raise SystemExit("server did not start")
-                time.sleep(0.3)
+    with serve_subprocess(db_path, work / "server.log",
+                          ["--max-body-mb", str(args.max_body_mb), "--rate-limit", "0"]) as (url, port, server):
         print(f"server pid {server.pid} on {url}, DB {db_path}", flush=True)
         session(url, port, token, results, block, n_examples, db_path, args, content_hash, build_submission)
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log.close()
     print(f"{'FAILED: ' + ', '.join(FAILED) if FAILED else 'ALL CHECKS PASSED'}", flush=True)
     return 1 if FAILED else 0
 
