@@ -40,6 +40,23 @@ def check_response(action: Any, max_chars: int) -> str:
     return action
 
 
+def pick_example(env, options: dict[str, Any] | None) -> int:
+    """The example a ``reset`` starts from: ``options={"example_id": ...}`` or ``{"index": i}``
+    names one, otherwise the env's RNG draws one. ``env`` has ``examples``, ``_index`` (id ->
+    position), ``split`` and ``np_random``."""
+    options = options or {}
+    if "example_id" in options:
+        if options["example_id"] not in env._index:
+            raise ValueError(f"example_id {options['example_id']!r} is not in split {env.split!r}")
+        return env._index[options["example_id"]]
+    if "index" in options:
+        index = int(options["index"])
+        if not 0 <= index < len(env.examples):
+            raise ValueError(f"index {index} out of range for {len(env.examples)} examples")
+        return index
+    return int(env.np_random.integers(len(env.examples)))
+
+
 def make_env_reward(task, reward_model=None, kl_coef: float = 0.0, policy_model=None, reference_model=None,
                     tokenizer=None, kl_estimator: str = "k1", temperature: float = 1.0,
                     safety_coef: float = 0.0, safety_check=None) -> EnvReward:
@@ -90,19 +107,6 @@ class TextGenerationEnv(gym.Env[str, str]):
 
     # -- episode state -------------------------------------------------------------------
 
-    def _pick(self, options: dict[str, Any] | None) -> int:
-        options = options or {}
-        if "example_id" in options:
-            if options["example_id"] not in self._index:
-                raise ValueError(f"example_id {options['example_id']!r} is not in split {self.split!r}")
-            return self._index[options["example_id"]]
-        if "index" in options:
-            index = int(options["index"])
-            if not 0 <= index < len(self.examples):
-                raise ValueError(f"index {index} out of range for {len(self.examples)} examples")
-            return index
-        return int(self.np_random.integers(len(self.examples)))
-
     def _info(self) -> dict[str, Any]:
         ex = self._example
         info = {"example_id": ex.id, "references": list(self._references()), "source": ex.source}
@@ -117,7 +121,7 @@ class TextGenerationEnv(gym.Env[str, str]):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
-        self._example = self.examples[self._pick(options)]
+        self._example = self.examples[pick_example(self, options)]
         if self.multi_turn:
             self._turns = list(self._example.meta["turns"])
             self._turn = self._example.meta["turn"]

@@ -18,7 +18,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from rlhf_gym.envs.text_env import make_env_reward
+from rlhf_gym.envs.text_env import make_env_reward, pick_example
 
 
 def truncate_prompt_ids(ids: list[int], max_tokens: int, head_tokens: int = 32) -> list[int]:
@@ -79,14 +79,7 @@ class TokenGenerationEnv(gym.Env[dict, int]):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
-        options = options or {}
-        if "example_id" in options:
-            if options["example_id"] not in self._index:
-                raise ValueError(f"example_id {options['example_id']!r} is not in split {self.split!r}")
-            index = self._index[options["example_id"]]
-        else:
-            index = int(options.get("index", self.np_random.integers(len(self.examples))))
-        self._example = self.examples[index]
+        self._example = self.examples[pick_example(self, options)]
         ids = self.tokenizer(self._example.prompt)["input_ids"]
         self._prompt_ids = truncate_prompt_ids(ids, self.max_prompt_tokens)
         self._response_ids: list[int] = []

@@ -45,9 +45,13 @@ class TextVectorEnv(VectorEnv):
 
     def _obs_info(self, indices: Sequence[int]):
         exs = [self.examples[i] for i in indices]
+        # Filled slot by slot: np.array() on equal-length lists would build a 2-D array of str.
+        references = np.empty(len(exs), dtype=object)
+        for slot, ex in enumerate(exs):
+            references[slot] = list(ex.references)
         info = {
             "example_id": np.array([ex.id for ex in exs], dtype=object),
-            "references": np.array([list(ex.references) for ex in exs] + [None], dtype=object)[:-1],
+            "references": references,
             "source": np.array([ex.source for ex in exs], dtype=object),
         }
         return tuple(ex.prompt for ex in exs), info

@@ -51,8 +51,8 @@ class KLPenalty:
         import torch
 
         with torch.inference_mode():
-            attention = (input_ids != -1).long()
-            logits = model(input_ids=input_ids, attention_mask=attention).logits[:, :-1].float()
+            # one unpadded sequence at a time (sequence_kl), so every position is attended
+            logits = model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids)).logits[:, :-1].float()
             logp = torch.log_softmax(logits / self.temperature, dim=-1)
             taken = logp.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
         return (taken * response_mask[:, 1:]).cpu().numpy(), response_mask[:, 1:].cpu().numpy()
