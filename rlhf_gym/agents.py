@@ -9,8 +9,10 @@ The whole protocol is one method::
 
 ``infos`` are the env's reset infos (``example_id``, ``references``, ``source``); honest agents
 ignore ``references``. ``rlhf-gym bench --agent SPEC`` builds an agent from a spec string:
-``reference``, ``lead``, ``retrieval``, ``hf:PATH_OR_HUB_ID``, a registered prefix such as
-``ppo:OUT_DIR``, or ``package.module:ClassName`` / ``path/to/file.py:ClassName`` for your own.
+``reference``, ``lead``, ``retrieval``, ``smollm2`` (the built-in SmolLM2-135M-Instruct policy),
+``hf:PATH_OR_HUB_ID``, a registered prefix such as ``ppo:OUT_DIR`` or ``bon:smollm2,n=4``, or
+``package.module:ClassName`` / ``path/to/file.py:ClassName`` for your own. Model agents take
+options after commas: ``smollm2,temperature=0.7,seed=1``, ``hf:PATH,temperature=0.7``.
 """
 
 from __future__ import annotations
@@ -78,8 +80,12 @@ class RetrievalAgent:
 
     name = "retrieval"
 
-    def __init__(self, train: Sequence[Example] | None = None, max_df: float = 0.05):
-        self.train = list(train or [])
+    def __init__(self, train: Sequence[Example] | None = None, max_df: float = 0.05,
+                 max_response_chars: int | None = None):
+        # Only references that are valid actions of the env can be answers (a few chat replies
+        # in the training data run to thousands of characters).
+        self.train = [ex for ex in (train or [])
+                      if max_response_chars is None or len(ex.references[0]) <= max_response_chars]
         self.max_df = max_df
         self._build()
 
@@ -123,11 +129,15 @@ class HFModelAgent:
     """Any Hugging Face causal or seq2seq model (local path or hub id), batched generation.
 
     Greedy by default (``temperature=0``) so evaluations are reproducible. Prompts longer than
-    the model's context are cut in the middle, as the token-level env does.
+    the model's context are cut in the middle, as the token-level env does. A causal model whose
+    tokenizer has a chat template gets each prompt as a user message (``instruction`` first, when
+    given), wrapped by that template. Sampling is exactly ``softmax(logits / temperature)``
+    (nucleus-truncated only when ``top_p < 1``): the model's saved generation defaults never apply.
     """
 
     def __init__(self, path: str, max_new_tokens: int = 48, batch_size: int = 32, temperature: float = 0.0,
-                 top_p: float = 1.0, device: str | None = None, seed: int = 0, max_prompt_tokens: int | None = None):
+                 top_p: float = 1.0, device: str | None = None, seed: int = 0, max_prompt_tokens: int | None = None,
+                 instruction: str = ""):
         import torch
         from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
@@ -145,29 +155,49 @@ class HFModelAgent:
         self.tokenizer = load_tokenizer(self.path if local_tok or not Path(self.path).exists() else None)
         context = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None) or 1024
         self.max_prompt_tokens = max_prompt_tokens or (context if self.seq2seq else context - self.max_new_tokens)
+        self.chat = not self.seq2seq and bool(getattr(self.tokenizer, "chat_template", None))
+        self.instruction = instruction
+
+    def _prompt_ids(self, prompt: str) -> list[int]:
+        from rlhf_gym.envs.token_env import truncate_prompt_ids
+
+        tok = self.tokenizer
+        if not self.chat:
+            return truncate_prompt_ids(tok(prompt)["input_ids"], self.max_prompt_tokens)
+        # Cut the prompt text (never the template's tokens), then wrap it as a user message.
+        wrap = lambda text: tok(tok.apply_chat_template(  # noqa: E731
+            [{"role": "user", "content": f"{self.instruction}\n\n{text}" if self.instruction else text}],
+            add_generation_prompt=True, tokenize=False), add_special_tokens=False)["input_ids"]
+        ids = tok(prompt, add_special_tokens=False)["input_ids"]
+        budget = max(8, self.max_prompt_tokens - (len(wrap("")) + 8))
+        if len(ids) > budget:
+            prompt = tok.decode(truncate_prompt_ids(ids, budget)).replace("\ufffd", "")
+        return wrap(prompt)
 
     def act(self, observations, infos=None):
         import torch
 
-        from rlhf_gym.envs.token_env import truncate_prompt_ids
+        from rlhf_gym.policy import explicit_generation_config, generate_with_config
 
         tok, out = self.tokenizer, []
         generator_seed = torch.Generator().manual_seed(self.seed)
         for start in range(0, len(observations), self.batch_size):
             batch = list(observations[start:start + self.batch_size])
-            ids = [truncate_prompt_ids(tok(p)["input_ids"], self.max_prompt_tokens) for p in batch]
+            ids = [self._prompt_ids(p) for p in batch]
             width = max(len(x) for x in ids)
             input_ids = torch.tensor([[tok.pad_token_id] * (width - len(x)) + x for x in ids], device=self.device)
             attention = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=self.device)
-            kwargs: dict[str, Any] = dict(max_new_tokens=self.max_new_tokens, pad_token_id=tok.pad_token_id,
-                                          eos_token_id=tok.eos_token_id)
-            if self.temperature > 0:
+            sample = self.temperature > 0
+            if sample:
                 torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator_seed)))
-                kwargs.update(do_sample=True, temperature=self.temperature, top_p=self.top_p, top_k=0)
-            else:
-                kwargs.update(do_sample=False)
+            gen_cfg = explicit_generation_config(
+                max_new_tokens=self.max_new_tokens, do_sample=sample, temperature=self.temperature if sample else 1.0,
+                top_p=self.top_p, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                bos_token_id=tok.bos_token_id,
+                decoder_start_token_id=getattr(self.model.config, "decoder_start_token_id", None)
+                or getattr(self.model.generation_config, "decoder_start_token_id", None))
             with torch.inference_mode():
-                generated = self.model.generate(input_ids=input_ids, attention_mask=attention, **kwargs)
+                generated = generate_with_config(self.model, gen_cfg, input_ids=input_ids, attention_mask=attention)
             new = generated if self.seq2seq else generated[:, width:]
             out.extend(tok.decode(row, skip_special_tokens=True).strip() for row in new.tolist())
         return out
@@ -187,8 +217,38 @@ register_agent("reference", lambda arg, task: ReferenceAgent())
 register_agent("lead", lambda arg, task: LeadAgent(task.kind))
 register_agent("copy", lambda arg, task: LeadAgent(task.kind))
 register_agent("echo", lambda arg, task: LeadAgent(task.kind))
-register_agent("retrieval", lambda arg, task: RetrievalAgent(task.examples("train")))
-register_agent("hf", lambda arg, task: HFModelAgent(arg, max_new_tokens=task.max_new_tokens))
+register_agent("retrieval", lambda arg, task: RetrievalAgent(task.examples("train"),
+                                                             max_response_chars=task.max_response_chars))
+def _hf_agent(arg: str, task) -> HFModelAgent:
+    """``hf:PATH_OR_ID[,temperature=0.7,...]``: chat models get the task's instruction."""
+    from rlhf_gym.policy import CHAT_DEFAULTS, parse_agent_arg
+
+    path, kwargs = parse_agent_arg(arg)
+    if not path:
+        raise ValueError("hf: needs a model, e.g. hf:path/to/folder or hf:HUB_ID")
+    kwargs.setdefault("max_new_tokens", task.max_new_tokens)
+    kwargs.setdefault("instruction", CHAT_DEFAULTS.get(task.kind, {}).get("instruction", ""))
+    agent = HFModelAgent(path, **kwargs)
+    if "," in arg:
+        agent.name = f"hf:{arg}"
+    return agent
+
+
+def _builtin_policy_agent(name: str):
+    """``smollm2[,temperature=0.7,seed=1,...]``: a built-in pretrained policy prompted for the
+    task (greedy unless a temperature is given)."""
+
+    def factory(arg: str, task):
+        from rlhf_gym.policy import PolicyAgent, parse_agent_arg
+
+        _, kwargs = parse_agent_arg(f"{name},{arg}" if arg else name)
+        return PolicyAgent(name, env_id=task.env_id, name=f"{name},{arg}" if arg else name, **kwargs)
+
+    return factory
+
+
+register_agent("hf", _hf_agent)
+register_agent("smollm2", _builtin_policy_agent("smollm2"))
 
 
 def _load_class(target: str, attr: str):
@@ -209,6 +269,8 @@ def _load_class(target: str, attr: str):
 def make_agent(spec: str, task) -> Agent:
     """Build the agent a spec string names, for ``task`` (baselines depend on the task kind)."""
     prefix, _, arg = spec.partition(":")
+    if "," in prefix and not arg:  # NAME,key=value,...: options for an agent that takes no argument
+        prefix, _, arg = prefix.partition(",")
     if prefix not in _FACTORIES:
         try:  # training-based baselines (sft:, ppo:, rloo:, bon:) register themselves on import
             importlib.import_module("rlhf_gym.baselines_cli")

@@ -1,5 +1,5 @@
 """``rlhf-gym train {sft,ppo,rloo}`` and the bench agents ``sft:DIR``, ``ppo:DIR``, ``rloo:DIR``,
-``bon:DIR[,n=8]``.
+``bon:POLICY[,n=8]`` (POLICY: a policy directory, ``smollm2`` or ``hf:MODEL``).
 
 Importing this module registers the agents with ``rlhf_gym.agents`` (when that module exists);
 heavy imports (torch, transformers) happen inside the handlers and agent factories.
@@ -17,6 +17,8 @@ def _policy_agent(prefix: str):
         from rlhf_gym.policy import PolicyAgent, parse_agent_arg
 
         path, kwargs = parse_agent_arg(arg)
+        if task is not None:
+            kwargs.setdefault("env_id", task.env_id)  # used only when path is a spec, not a directory
         return PolicyAgent(path, name=f"{prefix}:{path}", **kwargs)
 
     return factory
@@ -27,9 +29,11 @@ def _bon_agent(arg: str, task=None):
     from rlhf_gym.policy import parse_agent_arg
 
     path, kwargs = parse_agent_arg(arg)
-    if task is not None and "reward" not in kwargs:
-        # the bench's task supplies its training reward model (never its judge)
-        kwargs["reward_model"] = task.reward_model()
+    if task is not None:
+        kwargs.setdefault("env_id", task.env_id)  # prompts a spec (smollm2, hf:...) for this task
+        if "reward" not in kwargs:
+            # the bench's task supplies its training reward model (never its judge)
+            kwargs["reward_model"] = task.reward_model()
     return BestOfNAgent(path, **kwargs)
 
 
@@ -49,9 +53,11 @@ register_agents()
 # ------------------------------------------------------------------------------ CLI
 
 
-def add_dataclass_args(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> None:
+def add_dataclass_args(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = (),
+                       presets: dict[str, dict] | None = None) -> None:
     """One ``--flag`` per dataclass field (underscores -> dashes), defaulting to None so that
-    only flags the user typed override a preset."""
+    only flags the user typed override a preset. The help shows the value each preset gives a
+    field (what a run actually uses), not only the dataclass default."""
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         if f.name in skip:
@@ -60,12 +66,16 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls, skip: tuple[str, ..
         hint = hints[f.name]
         args = typing.get_args(hint)
         base = next((a for a in args if a is not type(None)), hint) if args else hint
+        default = f.default if f.default is not dataclasses.MISSING else None
+        text = f"(default {default}" if f.default is not dataclasses.MISSING else "("
+        by_preset = [f"{name}: {values[f.name]}" for name, values in (presets or {}).items() if f.name in values]
+        if by_preset:
+            text += ("; " if f.default is not dataclasses.MISSING else "") + "; ".join(by_preset)
+        text = (text + ")").replace("%", "%%") if text != "(" else None
         if base is bool:
-            parser.add_argument(flag, dest=f.name, default=None, action=argparse.BooleanOptionalAction,
-                                help=f"(default {f.default})")
+            parser.add_argument(flag, dest=f.name, default=None, action=argparse.BooleanOptionalAction, help=text)
         else:
-            parser.add_argument(flag, dest=f.name, default=None, type=base,
-                                help=f"(default {f.default})" if f.default is not dataclasses.MISSING else None)
+            parser.add_argument(flag, dest=f.name, default=None, type=base, help=text)
 
 
 def _overrides(args, cls) -> dict:
@@ -80,12 +90,27 @@ def _run_sft(args) -> int:
     return 0
 
 
+def auto_preset(preset: str, policy: str | None, env_id: str) -> str:
+    """``auto``: ``gpu`` when CUDA is present, else ``cpu-smollm2`` when the policy is SmolLM2
+    (named, or the task's default), else ``cpu-tiny``."""
+    if preset != "auto":
+        return preset
+    import torch
+
+    from rlhf_gym.policy import default_policy_spec
+
+    if torch.cuda.is_available():
+        return "gpu"
+    spec = policy or default_policy_spec(env_id)
+    return "cpu-smollm2" if spec == "smollm2" else "cpu-tiny"
+
+
 def _run_rl(args, algo: str) -> int:
     from rlhf_gym.ppo.config import PPOConfig, make_config
     from rlhf_gym.ppo.trainer import train
 
     overrides = {k: v for k, v in _overrides(args, PPOConfig).items() if k not in ("algo", "preset")}
-    cfg = make_config(args.preset, algo=algo, **overrides)
+    cfg = make_config(auto_preset(args.preset, args.policy, args.env_id), algo=algo, **overrides)
     train(cfg)
     return 0
 
@@ -100,6 +125,10 @@ def register(subparsers) -> None:
     sft.add_argument("--env", dest="env_id", required=True, help="e.g. rlhf_gym/Translation-v0")
     sft.add_argument("--out", required=True)
     add_dataclass_args(sft, SFTConfig, skip=("env_id", "out"))
+    sft.add_argument("--policy", dest="model", default=None,
+                     help="the starting model, same as --model: tiny (default: a small GPT-2 from scratch), "
+                          "smollm2 (SmolLM2-135M-Instruct, chat template; use a small --lr such as 2e-5), "
+                          "hf:MODEL, or a model folder / hub id")
     sft.set_defaults(handler=_run_sft)
 
     # PPO's dataclass is imported lazily through a light module (no torch at import time).
@@ -109,8 +138,13 @@ def register(subparsers) -> None:
                        ("rloo", "REINFORCE leave-one-out (k samples per prompt, no value model)")):
         p = sub.add_parser(algo, help=text)
         p.add_argument("--env", dest="env_id", required=True)
-        p.add_argument("--policy", required=True, help="an rlhf-gym policy directory (from `train sft`)")
+        p.add_argument("--policy", default=None,
+                       help="the starting policy: an rlhf-gym policy directory (from `train sft`), smollm2 "
+                            "(SmolLM2-135M-Instruct) or hf:MODEL. Default: the task's default policy, smollm2 for "
+                            "dialogue and summarization, baselines/sft/translation for translation")
         p.add_argument("--out", required=True)
-        p.add_argument("--preset", default="cpu-tiny", choices=sorted(PRESETS))
-        add_dataclass_args(p, PPOConfig, skip=("env_id", "policy", "out", "algo", "preset"))
+        p.add_argument("--preset", default="auto", choices=["auto", *sorted(PRESETS)],
+                       help="hyper-parameter preset (default auto: gpu when CUDA is present, cpu-smollm2 for "
+                            "SmolLM2 on CPU, else cpu-tiny); flags you give override it")
+        add_dataclass_args(p, PPOConfig, skip=("env_id", "policy", "out", "algo", "preset"), presets=PRESETS)
         p.set_defaults(handler=lambda a, algo=algo: _run_rl(a, algo))

@@ -4,6 +4,10 @@ generation compute instead of training), and a probe of reward over-optimisation
 wins under the training reward but loses under the held-out judge, the reward is being gamed.
 
     rlhf-gym bench --agent bon:baselines/sft/translation,n=8 --envs rlhf_gym/Translation-v0
+    rlhf-gym bench --agent bon:smollm2,n=4 --envs rlhf_gym/Summarization-v0
+
+The policy is an rlhf-gym policy directory or any ``resolve_policy`` spec (``smollm2``,
+``hf:MODEL``); a spec needs the ``env_id`` it is prompted for (the bench passes its task's).
 """
 
 from __future__ import annotations
@@ -17,12 +21,18 @@ import numpy as np
 class BestOfNAgent:
     def __init__(self, path: str | Path, n: int = 8, temperature: float = 1.0, reward: str = "builtin",
                  max_new_tokens: int | None = None, batch_size: int = 16, seed: int = 0, reward_model=None,
-                 device: str = "cpu"):
-        from rlhf_gym.policy import load_policy, task_reward
+                 device: str = "cpu", env_id: str | None = None):
+        from rlhf_gym.policy import POLICY_META, load_policy, resolve_policy, task_reward
 
         if int(n) < 1:
             raise ValueError(f"best-of-n needs n >= 1, got {n}")
-        self.model, self.tokenizer, self.meta = load_policy(path, device)
+        if (Path(path) / POLICY_META).exists():
+            self.model, self.tokenizer, self.meta = load_policy(path, device)
+        elif env_id is None:
+            raise ValueError(f"{path!r} is not an rlhf-gym policy directory; a policy spec such as smollm2 "
+                             "needs env_id (the task it is prompted for)")
+        else:
+            self.model, self.tokenizer, self.meta = resolve_policy(str(path), env_id, device)
         self.n, self.temperature, self.seed = int(n), float(temperature), int(seed)
         self.max_new_tokens = max_new_tokens or self.meta.max_new_tokens
         self.batch_size = int(batch_size)

@@ -16,6 +16,7 @@ SUBCOMMAND_MODULES = [
     "rlhf_gym.rewards.train",
     "rlhf_gym.baselines_cli",
     "rlhf_gym.leaderboard.cli",
+    "rlhf_gym.loop",
 ]
 
 

@@ -27,7 +27,34 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--out", default="results.json", help="results JSON path (default: results.json)")
     p.add_argument("--resume", action="store_true", help="keep envs already scored in --out")
+    p.add_argument("--reward", default=None, help="reward spec replacing the env's default reward model: builtin, "
+                                                  "judge, gold, chrf, bleu, rougeL, HEAD.safetensors, hf:PATH_OR_ID, "
+                                                  "FILE.py:FUNCTION, or a weighted sum like 0.7*builtin+0.3*chrf")
+    p.add_argument("--safety-coef", type=float, default=0.0,
+                   help="the env's safety penalty: reward -= coef * unsafe(response) (default 0)")
     p.set_defaults(handler=cmd_bench)
+
+    p = subparsers.add_parser("sample", help="sample K responses per prompt from a policy (JSONL; resumable)")
+    p.add_argument("--env", required=True, help="env id, e.g. rlhf_gym/Dialogue-v0")
+    p.add_argument("--policy", default=None, help="smollm2, hf:ID_OR_PATH or a policy directory (default: the "
+                                                  "task's default policy)")
+    p.add_argument("--split", default="train")
+    p.add_argument("--limit", type=int, default=None, help="the first N examples of the split")
+    p.add_argument("--k", type=int, default=4, help="samples per prompt (default 4)")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--batch-size", type=int, default=8, help="prompts per generate call")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="JSONL: {id, prompt, references, responses} per example")
+    p.set_defaults(handler=cmd_sample)
+
+    p = subparsers.add_parser("label-pairs", help="turn policy samples (from `sample`) into preference pairs "
+                                                  "labelled by a judge (synthetic gold labels)")
+    p.add_argument("--env", required=True)
+    p.add_argument("--samples", required=True, nargs="+", help="JSONL files written by `rlhf-gym sample`")
+    p.add_argument("--judge", default="gold", help="reward spec of the labeller (default: gold)")
+    p.add_argument("--min-margin", type=float, default=0.05, help="keep pairs whose judge scores differ by this much")
+    p.add_argument("--out", required=True)
+    p.set_defaults(handler=cmd_label_pairs)
 
     p = subparsers.add_parser("score", help="score a predictions JSONL file ({id, prediction} lines)")
     p.add_argument("--env", required=True)
@@ -64,9 +91,67 @@ def cmd_bench(args) -> int:
     from rlhf_gym.evaluation import print_results_table, run_bench
 
     results = run_bench(args.agent, args.envs, vs_spec=args.vs, split=args.split, limit=args.limit,
-                        batch_size=args.batch_size, out=args.out, resume=args.resume)
+                        batch_size=args.batch_size, out=args.out, resume=args.resume, reward=args.reward,
+                        safety_coef=args.safety_coef)
     print_results_table(results)
     print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_sample(args) -> int:
+    """K samples per prompt, written one example per line as soon as its batch is done, so a
+    killed run continues where it stopped (examples already in --out are skipped)."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from rlhf_gym.policy import generate, resolve_policy
+    from rlhf_gym.tasks import get_task
+
+    if args.k < 1 or (args.limit is not None and args.limit < 1):
+        raise ValueError("--k and --limit must be >= 1")
+    task = get_task(args.env)
+    examples = task.examples(args.split)[: args.limit] if args.limit else task.examples(args.split)
+    out = Path(args.out)
+    done = set()
+    if out.exists():
+        for n, line in enumerate(out.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                try:
+                    done.add(json.loads(line)["id"])
+                except (ValueError, KeyError) as err:
+                    raise ValueError(f"{out} line {n} is not a sample record ({err}); use another --out") from None
+    todo = [ex for ex in examples if ex.id not in done]
+    model, tok, meta = resolve_policy(args.policy, task.env_id)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    print(f"{len(done)} examples already in {out}; sampling {len(todo)} x {args.k}", file=sys.stderr)
+    with open(out, "a", encoding="utf-8") as fh:
+        for start in tqdm(range(0, len(todo), args.batch_size), desc=f"sample {task.name}", unit="batch"):
+            batch = todo[start:start + args.batch_size]
+            torch.manual_seed(args.seed + start)
+            *_, texts, _ = generate(model, tok, meta, [ex.prompt for ex in batch], temperature=args.temperature,
+                                    do_sample=True, num_return_sequences=args.k)
+            for j, ex in enumerate(batch):
+                responses = [t[: task.max_response_chars] for t in texts[j * args.k:(j + 1) * args.k]]
+                fh.write(json.dumps({"id": ex.id, "prompt": ex.prompt, "references": list(ex.references),
+                                     "responses": responses, "policy": args.policy or "default",
+                                     "temperature": args.temperature}, ensure_ascii=False) + "\n")
+            fh.flush()
+    return 0
+
+
+def cmd_label_pairs(args) -> int:
+    from rlhf_gym.data import read_records
+    from rlhf_gym.rewards.preferences import policy_sample_pairs
+    from rlhf_gym.rewards.spec import load_reward
+    from rlhf_gym.tasks import get_task
+
+    task = get_task(args.env)
+    samples = [record for path in args.samples for _, record in read_records(Path(path))]
+    judge = load_reward(args.judge, task)
+    pairs = policy_sample_pairs(samples, judge, args.min_margin)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs), encoding="utf-8")
+    print(f"{len(pairs)} pairs from {len(samples)} prompts labelled by {judge.name} -> {args.out}")
     return 0
 
 

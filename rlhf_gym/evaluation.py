@@ -27,10 +27,11 @@ _PACKAGES = ("rlhf-gym", "sacrebleu", "rouge-score", "torch", "transformers", "g
 
 
 def list_env_ids() -> list[str]:
-    """Utterance-level env ids that ``bench`` and the leaderboard evaluate."""
+    """Utterance-level env ids that ``bench`` and the leaderboard evaluate by default: the newest
+    version of each task."""
     from rlhf_gym.tasks import list_tasks
 
-    return [t.env_id for t in list_tasks()]
+    return [t.env_id for t in list_tasks(latest_only=True)]
 
 
 def package_versions() -> dict[str, str]:
@@ -59,7 +60,66 @@ def score_in_batches(model, prompts, responses, references, desc: str = "scoring
 
 
 def _model_id(model) -> dict[str, Any]:
-    return {"name": getattr(model, "name", type(model).__name__), "sha256": getattr(model, "sha256", None)}
+    """Name, file hash and encoder of a reward model or judge, for the results file."""
+    try:
+        from rlhf_gym.rewards.spec import describe_reward
+    except ImportError:
+        describe_reward = None
+    if describe_reward is not None:
+        return describe_reward(model)
+    return {"name": getattr(model, "name", type(model).__name__), "sha256": getattr(model, "sha256", None),
+            "encoder": getattr(model, "encoder_id", None)}
+
+
+class EnvScorer:
+    """Scores responses by stepping the task's batched vector env, so ``bench``, ``score``, the
+    leaderboard and the trainers share ONE reward path (reward model + safety penalty, the env's
+    action-validity check). Envs are made per batch size and reused."""
+
+    def __init__(self, task, split: str, reward: Any = None, safety_coef: float = 0.0, batch_size: int = SCORE_BATCH):
+        self.task, self.split, self.reward, self.safety_coef = task, split, reward, float(safety_coef)
+        self.batch_size = int(batch_size)
+        self._envs: dict[int, Any] = {}
+
+    def env(self, num_envs: int):
+        if num_envs not in self._envs:
+            from rlhf_gym.envs.vector import TextVectorEnv
+
+            penalties = {"safety_coef": self.safety_coef} if self.safety_coef else {}
+            reward = None if self.reward in (None, "builtin") else self.reward
+            self._envs[num_envs] = TextVectorEnv(self.task.env_id, num_envs=num_envs, split=self.split,
+                                                 reward_model=reward, **penalties)
+        return self._envs[num_envs]
+
+    @property
+    def reward_model(self):
+        return self.env(1).reward_fn.reward_model
+
+    def observe(self, indices: Sequence[int]):
+        """(prompts, per-slot infos) the env shows for these examples."""
+        env = self.env(len(indices))
+        obs, info = env.reset(options={"indices": [int(i) for i in indices]})
+        infos = [{key: value[slot] for key, value in info.items() if not key.startswith("_")}
+                 for slot in range(len(indices))]
+        return list(obs), infos
+
+    def score(self, indices: Sequence[int], responses: Sequence[str], desc: str = "reward",
+              show_progress: bool = False) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """(total reward, components) for ``responses[j]`` answering example ``indices[j]``."""
+        from rlhf_gym.ppo.rollout import env_step_components
+
+        totals, parts = [], []
+        chunks = range(0, len(indices), self.batch_size)
+        for start in _progress(chunks, len(chunks), desc, show_progress):
+            idx = list(indices[start:start + self.batch_size])
+            env = self.env(len(idx))
+            env.reset(options={"indices": [int(i) for i in idx]})
+            _, reward, _, _, info = env.step(list(responses[start:start + self.batch_size]))
+            totals.append(np.asarray(reward, dtype=np.float64))
+            parts.append(env_step_components(info))
+        keys = parts[0].keys() if parts else ()
+        return (np.concatenate(totals) if totals else np.zeros(0),
+                {k: np.concatenate([p[k] for p in parts]) for k in keys})
 
 
 def align_predictions(examples: Sequence[Example], predictions: Sequence[dict[str, Any]] | dict[str, str],
@@ -93,9 +153,12 @@ def align_predictions(examples: Sequence[Example], predictions: Sequence[dict[st
 
 
 def score_predictions(env_id: str, predictions, *, split: str = "test", vs_predictions=None,
-                      limit: int | None = None, show_progress: bool = False) -> dict[str, Any]:
+                      limit: int | None = None, show_progress: bool = False, reward: Any = None,
+                      safety_coef: float = 0.0) -> dict[str, Any]:
     """Score ``{"id", "prediction"}`` records for every example of ``env_id``'s ``split`` (or its
-    first ``limit`` examples) and return the per-env results block."""
+    first ``limit`` examples) and return the per-env results block. Rewards come from stepping
+    the env (``reward`` is a reward spec replacing the env's default; ``safety_coef`` the env's
+    safety penalty); win rates from the task's judge."""
     from rlhf_gym.tasks import get_task
 
     task = get_task(env_id)
@@ -108,8 +171,9 @@ def score_predictions(env_id: str, predictions, *, split: str = "test", vs_predi
     refs = [list(ex.references) for ex in examples]
     first_refs = [r[0] for r in refs]
 
-    reward_model, judge = task.reward_model(), task.judge_model()
-    rewards = score_in_batches(reward_model, prompts, hyps, refs, "reward", show_progress)
+    scorer = EnvScorer(task, split, reward=reward, safety_coef=safety_coef)
+    rewards, components = scorer.score(range(len(examples)), hyps, "reward", show_progress)
+    judge = task.judge_model()
     judged = score_in_batches(judge, prompts, hyps, refs, "judge", show_progress)
     judged_refs = score_in_batches(judge, prompts, first_refs, refs, "judge refs", show_progress)
 
@@ -119,16 +183,24 @@ def score_predictions(env_id: str, predictions, *, split: str = "test", vs_predi
         "bleu": bleu, "chrf": chrf, "bleu_signature": bleu_sig, "chrf_signature": chrf_sig,
         **metrics.rouge(hyps, refs),
         "reward_mean": float(rewards.mean()),
+        "score_mean": float(components["score"].mean()) if "score" in components else float(rewards.mean()),
         "judge_mean": float(judged.mean()),
         "win_rate_vs_reference": metrics.win_rate(judged, judged_refs),
         "win_rate_vs_agent": None,
         "length": metrics.length_stats(hyps),
+        "most_repeated_share": metrics.most_repeated_share(hyps),
     }
+    if "unsafe" in components:
+        block_metrics["unsafe_rate"] = metrics.rate_with_ci(components["unsafe"] > 0.5)
     generations = [
         {"id": ex.id, "prompt": ex.prompt, "prediction": hyp, "references": list(ex.references),
          "reward": float(r), "judge_score": float(j)}
         for ex, hyp, r, j in zip(examples, hyps, rewards, judged)
     ]
+    for name, values in components.items():
+        if name != "score" or len(components) > 1:
+            for gen, value in zip(generations, values):
+                gen.setdefault("reward_components", {})[name] = float(value)
     if vs is not None:
         judged_vs = score_in_batches(judge, prompts, vs, refs, "judge vs", show_progress)
         block_metrics["win_rate_vs_agent"] = metrics.win_rate(judged, judged_vs)
@@ -137,7 +209,8 @@ def score_predictions(env_id: str, predictions, *, split: str = "test", vs_predi
     return {
         "env_id": task.env_id, "task": task.kind, "version": task.version, "source": task.source,
         "split": split, "n": len(examples), "limit": limit,
-        "reward_model": _model_id(reward_model), "judge": _model_id(judge),
+        "reward_model": _model_id(scorer.reward_model), "judge": _model_id(judge),
+        "safety_coef": float(safety_coef),
         "metrics": block_metrics, "generations": generations,
     }
 
@@ -167,53 +240,70 @@ def write_json_atomic(path: str | Path, data: Any) -> None:
 
 
 def generate(agent, examples: Sequence[Example], batch_size: int = 32, desc: str = "generating",
-             show_progress: bool = True) -> list[dict[str, str]]:
-    """Run an agent over examples in batches; returns ``{"id", "prediction"}`` records."""
+             show_progress: bool = True, scorer: "EnvScorer | None" = None) -> list[dict[str, str]]:
+    """Run an agent over examples in batches; returns ``{"id", "prediction"}`` records. With a
+    ``scorer`` the agent sees exactly what the env's ``reset`` shows (observations and infos)."""
     out = []
     chunks = range(0, len(examples), batch_size)
     for start in _progress(chunks, len(chunks), desc, show_progress):
         batch = examples[start:start + batch_size]
-        infos = [{"example_id": ex.id, "references": list(ex.references), "source": ex.source, "meta": ex.meta}
-                 for ex in batch]
-        responses = agent.act([ex.prompt for ex in batch], infos)
-        if len(responses) != len(batch):
-            raise ValueError(f"agent {agent.name!r} returned {len(responses)} responses for {len(batch)} prompts")
+        if scorer is not None:
+            observations, infos = scorer.observe(range(start, start + len(batch)))
+            for info, ex in zip(infos, batch):
+                info["meta"] = ex.meta
+        else:
+            observations = [ex.prompt for ex in batch]
+            infos = [{"example_id": ex.id, "references": list(ex.references), "source": ex.source, "meta": ex.meta}
+                     for ex in batch]
+        responses = agent.act(observations, infos)
+        if responses is None or isinstance(responses, str) or len(responses) != len(batch):
+            got = "None" if responses is None else (f"a str" if isinstance(responses, str) else f"{len(responses)} responses")
+            raise ValueError(f"agent {agent.name!r} returned {got} for {len(batch)} prompts; act() must return a "
+                             "list of response strings, one per observation")
         for ex, response in zip(batch, responses):
             if not isinstance(response, str):
-                raise TypeError(f"agent {agent.name!r} returned {type(response).__name__} for {ex.id}, not str")
+                raise ValueError(f"agent {agent.name!r} returned {type(response).__name__} for {ex.id}, not str")
             out.append({"id": ex.id, "prediction": response})
     return out
 
 
 def run_bench(agent_spec: str, env_ids: Sequence[str] | None = None, *, vs_spec: str | None = None,
               split: str = "test", limit: int | None = None, batch_size: int = 32,
-              out: str | Path | None = None, resume: bool = False, show_progress: bool = True) -> dict[str, Any]:
+              out: str | Path | None = None, resume: bool = False, show_progress: bool = True,
+              reward: str | None = None, safety_coef: float = 0.0) -> dict[str, Any]:
     """Evaluate an agent on each env; the results file is rewritten after every env, and with
-    ``resume`` envs already in it (for the same agent, split and limit) are not run again."""
+    ``resume`` envs already in it (for the same agent, split, limit, reward and safety
+    penalty) are not run again. Observations come from the env's ``reset``, rewards from its
+    ``step``."""
     from rlhf_gym.agents import make_agent
     from rlhf_gym.tasks import get_task
 
     env_ids = list(env_ids or list_env_ids())
     tasks = [get_task(e) for e in env_ids]  # fail on a bad id before any work
     results = new_results({"spec": agent_spec, "name": agent_spec}, {"spec": vs_spec} if vs_spec else None)
+    results["settings"] = {"split": split, "limit": limit, "reward": reward or "builtin", "safety_coef": safety_coef}
     if resume and out and Path(out).exists():
         previous = json.loads(Path(out).read_text(encoding="utf-8"))
         if previous.get("agent", {}).get("spec") == agent_spec and previous.get("vs_agent") == results["vs_agent"]:
             results["envs"] = {k: v for k, v in previous.get("envs", {}).items()
-                               if v.get("split") == split and v.get("limit") == limit}
+                               if v.get("split") == split and v.get("limit") == limit
+                               and v.get("safety_coef", 0.0) == float(safety_coef)
+                               and (v.get("reward_spec") or "builtin") == (reward or "builtin")}
     for task in tasks:
         if task.env_id in results["envs"]:
             continue
         examples = task.examples(split)[:limit] if limit else task.examples(split)
+        scorer = EnvScorer(task, split, reward=reward, safety_coef=safety_coef)
         agent = make_agent(agent_spec, task)
-        predictions = generate(agent, examples, batch_size, f"{task.name}: {agent_spec}", show_progress)
+        predictions = generate(agent, examples, batch_size, f"{task.name}: {agent_spec}", show_progress, scorer)
         vs_predictions = None
         if vs_spec:
             vs_predictions = generate(make_agent(vs_spec, task), examples, batch_size, f"{task.name}: {vs_spec}",
-                                      show_progress)
-        results["envs"][task.env_id] = score_predictions(task.env_id, predictions, split=split,
-                                                         vs_predictions=vs_predictions, limit=limit,
-                                                         show_progress=show_progress)
+                                      show_progress, scorer)
+        block = score_predictions(task.env_id, predictions, split=split, vs_predictions=vs_predictions, limit=limit,
+                                  show_progress=show_progress, reward=reward, safety_coef=safety_coef)
+        block["reward_spec"] = reward or "builtin"
+        results["envs"][task.env_id] = block
         if out:
             write_json_atomic(out, results)
     return results

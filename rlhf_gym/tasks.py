@@ -124,10 +124,37 @@ def get_task(env_id: str) -> TaskSpec:
     raise ValueError(f"unknown env id {env_id!r}; known: {known}")
 
 
-def list_tasks() -> list[TaskSpec]:
+def list_tasks(latest_only: bool = False) -> list[TaskSpec]:
+    """Registered tasks; ``latest_only`` keeps the newest version of each name (what ``bench``
+    evaluates by default; older versions stay registered so old results can be rescored)."""
     import rlhf_gym.envs  # noqa: F401
 
-    return sorted({t.env_id: t for t in _TASKS.values()}.values(), key=lambda t: t.env_id)
+    tasks = sorted({t.env_id: t for t in _TASKS.values()}.values(), key=lambda t: t.env_id)
+    if latest_only:
+        newest = {}
+        for t in tasks:
+            if t.name not in newest or t.version > newest[t.name].version:
+                newest[t.name] = t
+        tasks = sorted(newest.values(), key=lambda t: t.env_id)
+    return tasks
+
+
+def _proxy_head(kind: str):
+    """v1 training reward: the reference-free proxy head trained on gold-labelled policy samples
+    plus reference/corruption pairs (translation keeps its reference-aware head)."""
+    def factory():
+        from rlhf_gym.rewards.embedding import ASSET_DIR, EmbeddingRewardModel, load_builtin_reward
+
+        if kind == "translation":
+            return load_builtin_reward("translation", "reward")
+        return EmbeddingRewardModel.from_file(ASSET_DIR / f"{kind}_proxy_v1.safetensors", name=f"{kind}-proxy-v1")
+    return factory
+
+
+def _gold_judge():
+    from rlhf_gym.rewards.gold import load_gold_judge
+
+    return load_gold_judge()
 
 
 BUILTIN_TASKS = (
@@ -143,4 +170,13 @@ BUILTIN_TASKS = (
         name="Summarization", kind="summarization", source="aclsum", max_new_tokens=48, max_response_chars=400,
         description="Summarise one aspect (challenge/approach/outcome) of an ACL paper from its abstract (ACLSum).",
     ),
+)
+# v1: same data and prompts; the default training reward is the proxy head (trained on gold-labelled
+# samples of a real pretrained policy, with degenerate-text negatives) and the judge is the gold
+# judge (MPNet, reference-aware), a different encoder from the reward.
+BUILTIN_TASKS = BUILTIN_TASKS + tuple(
+    TaskSpec(name=t.name, kind=t.kind, source=t.source, version=1, description=t.description,
+             max_response_chars=t.max_response_chars, max_new_tokens=t.max_new_tokens,
+             reward=_proxy_head(t.kind), judge=_gold_judge)
+    for t in BUILTIN_TASKS
 )

@@ -50,6 +50,8 @@ def test_reset_seed_is_reproducible_and_reset_info_has_ids_and_references():
     obs2, info2 = env.reset(seed=7)
     assert obs1 == obs2 and info1["example_id"] == info2["example_id"]
     assert isinstance(info1["references"], list) and all(isinstance(r, str) for r in info1["references"])
+    assert env.unwrapped.examples[info1["index"]].id == info1["example_id"]
+    assert env.reset(options={"index": info1["index"]})[1] == info1
     seen = {env.reset(seed=s)[1]["example_id"] for s in range(20)}
     assert len(seen) > 10
 
@@ -60,7 +62,8 @@ def test_step_returns_the_reward_model_score_with_components_in_info():
     _, reward, terminated, truncated, step_info = env.step(info["references"][0])
     assert reward == pytest.approx(1.0)
     assert terminated and not truncated
-    assert step_info["score"] == reward
+    assert step_info["score"] == reward and step_info["response"] == info["references"][0]
+    assert {k: step_info[k] for k in info} == info  # the reset info, then the reward components
     _, info = env.reset(seed=0)
     _, low, *_ = env.step("completely unrelated words")
     assert low < 0.3
@@ -91,7 +94,7 @@ def test_bad_token_actions_are_clear_errors(bad, error, message):
         env.step(bad)
 
 
-def test_token_env_terminates_on_eos_and_truncates_at_the_limit():
+def test_token_env_terminates_on_eos_and_at_the_token_limit():
     env = gym.make("rlhf_gym/Translation-Token-v0", reward_model=CHRF, max_new_tokens=5, missing_eos_penalty=1.0)
     tok = env.unwrapped.tokenizer
     obs, info = env.reset(seed=3)
@@ -104,13 +107,29 @@ def test_token_env_terminates_on_eos_and_truncates_at_the_limit():
         assert obs["input_ids"][-1] == t
     obs, reward, terminated, truncated, step_info = env.step(tok.eos_token_id)
     assert terminated and not truncated and step_info["response"] == tok.decode(ref_ids).strip()
+    assert step_info["eos"] is True and "missing_eos_penalty" not in step_info
     assert reward == pytest.approx(step_info["score"]) and reward > 0
-    # Never EOS: truncated at 5 tokens with the missing-EOS penalty.
+    # Never EOS: the env's own limit of 5 tokens ends the episode (terminated, not truncated: the
+    # score is final, nothing to bootstrap), with the missing-EOS penalty.
     env.reset(seed=3)
     for i in range(5):
         _, reward, terminated, truncated, step_info = env.step(ref_ids[0])
-    assert truncated and not terminated
+        assert not truncated and terminated == (i == 4)
+        assert ("score" in step_info) == (i == 4)
+    assert step_info["eos"] is False and step_info["missing_eos_penalty"] == -1.0
     assert reward == pytest.approx(step_info["score"] - 1.0)
+    with pytest.raises(RuntimeError, match="the episode is over"):
+        env.step(ref_ids[0])
+
+
+def test_token_env_truncated_only_comes_from_an_external_time_limit():
+    env = gym.wrappers.TimeLimit(gym.make("rlhf_gym/Translation-Token-v0", reward_model=CHRF, max_new_tokens=5),
+                                 max_episode_steps=2)
+    env.reset(seed=0)
+    _, _, terminated, truncated, _ = env.step(300)
+    assert not terminated and not truncated
+    _, reward, terminated, truncated, info = env.step(300)
+    assert truncated and not terminated and reward == 0.0 and "score" not in info
 
 
 def test_multi_turn_dialogue_uses_the_real_partner_turns():

@@ -1,6 +1,9 @@
 """PPO trainer end to end on a tiny random GPT-2 with the project tokenizer (CPU, seconds)."""
 
+import functools
 import json
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +14,7 @@ from rlhf_gym.ppo.config import PPOConfig, make_config
 from rlhf_gym.ppo.rollout import logprobs
 from rlhf_gym.ppo.trainer import TIMING_KEYS, train
 from rlhf_gym.rewards.base import CallableReward
+from rlhf_gym.tasks import register_jsonl_task
 from rlhf_gym.tokenizer import load_tokenizer
 
 
@@ -21,6 +25,14 @@ def non_ascii_fraction(prompt, response):
 
 REWARD = CallableReward(non_ascii_fraction)
 EXAMPLES = [Example(id=str(i), prompt=f"Write item {i}:", references=("x",)) for i in range(40)]
+
+
+@functools.lru_cache(maxsize=1)
+def toy_env_id() -> str:
+    """EXAMPLES as a task registered from a JSONL file: the trainers roll out through its env."""
+    path = Path(tempfile.mkdtemp(prefix="rlhf_gym_toy_")) / "items.jsonl"
+    path.write_text("".join(json.dumps({**ex.to_json(), "split": "train"}) + "\n" for ex in EXAMPLES))
+    return register_jsonl_task("ToyItems", path, kind="translation").env_id
 
 
 def make_policy(path, init_range=0.5, seed=0):
@@ -41,7 +53,7 @@ def policy_dir(tmp_path_factory):
 
 
 def cfg(policy_dir, out, **kw):
-    base = dict(policy=str(policy_dir), out=str(out), iterations=2, batch_size=8, mini_batch_size=4,
+    base = dict(env_id=toy_env_id(), policy=str(policy_dir), out=str(out), iterations=2, batch_size=8, mini_batch_size=4,
                 ppo_epochs=2, lr=1e-2, progress=False, plot=False, save_every=1, missing_eos_penalty=0.5)
     return make_config("cpu-tiny", **{**base, **kw})
 
@@ -52,7 +64,7 @@ def strip_timing(history):
 
 def test_ppo_runs_kl_zero_at_start_and_updates_parameters(policy_dir, tmp_path):
     before = {k: v.clone() for k, v in load_policy(policy_dir)[0].state_dict().items()}
-    history = train(cfg(policy_dir, tmp_path / "run"), reward_model=REWARD, examples=EXAMPLES)
+    history = train(cfg(policy_dir, tmp_path / "run"), reward_model=REWARD)
     assert len(history) == 2
     # the first rollout comes from the unchanged policy, which IS the reference
     assert history[0]["kl"] == 0.0 and history[0]["kl_k3"] == 0.0
@@ -73,33 +85,31 @@ def test_ppo_runs_kl_zero_at_start_and_updates_parameters(policy_dir, tmp_path):
 
 
 def test_same_seed_same_metrics_and_resume_is_exact(policy_dir, tmp_path):
-    full = train(cfg(policy_dir, tmp_path / "a", iterations=4), reward_model=REWARD, examples=EXAMPLES)
-    again = train(cfg(policy_dir, tmp_path / "b", iterations=4), reward_model=REWARD, examples=EXAMPLES)
+    full = train(cfg(policy_dir, tmp_path / "a", iterations=4), reward_model=REWARD)
+    again = train(cfg(policy_dir, tmp_path / "b", iterations=4), reward_model=REWARD)
     assert strip_timing(full) == strip_timing(again)
     # "killed" after iteration 2, then resumed with the same command
-    train(cfg(policy_dir, tmp_path / "c", iterations=2), reward_model=REWARD, examples=EXAMPLES)
+    train(cfg(policy_dir, tmp_path / "c", iterations=2), reward_model=REWARD)
     with pytest.raises(ValueError, match="--resume"):  # never continue or overwrite a run silently
-        train(cfg(policy_dir, tmp_path / "c", iterations=4), reward_model=REWARD, examples=EXAMPLES)
-    resumed = train(cfg(policy_dir, tmp_path / "c", iterations=4, resume=True), reward_model=REWARD,
-                    examples=EXAMPLES)
+        train(cfg(policy_dir, tmp_path / "c", iterations=4), reward_model=REWARD)
+    resumed = train(cfg(policy_dir, tmp_path / "c", iterations=4, resume=True), reward_model=REWARD)
     assert strip_timing(resumed) == strip_timing(full)
     logged = [json.loads(x) for x in (tmp_path / "c" / "metrics.jsonl").read_text().splitlines()]
     assert strip_timing(logged) == strip_timing(full)
-    other_seed = train(cfg(policy_dir, tmp_path / "d", iterations=1, seed=1), reward_model=REWARD, examples=EXAMPLES)
+    other_seed = train(cfg(policy_dir, tmp_path / "d", iterations=1, seed=1), reward_model=REWARD)
     assert strip_timing(other_seed)[0] != strip_timing(full)[0]
 
 
 def test_resume_refuses_changed_settings(policy_dir, tmp_path):
-    train(cfg(policy_dir, tmp_path / "r", iterations=1), reward_model=REWARD, examples=EXAMPLES)
+    train(cfg(policy_dir, tmp_path / "r", iterations=1), reward_model=REWARD)
     with pytest.raises(ValueError, match="lr"):
-        train(cfg(policy_dir, tmp_path / "r", iterations=2, lr=1e-3, resume=True), reward_model=REWARD,
-              examples=EXAMPLES)
+        train(cfg(policy_dir, tmp_path / "r", iterations=2, lr=1e-3, resume=True), reward_model=REWARD)
 
 
 def test_k3_adaptive_kl_and_grad_accumulation(policy_dir, tmp_path):
     history = train(cfg(policy_dir, tmp_path / "k3", kl_estimator="k3", adaptive_kl=True, target_kl=0.01,
                         kl_horizon=100, grad_accum_steps=2, whiten_rewards=True),
-                    reward_model=REWARD, examples=EXAMPLES)
+                    reward_model=REWARD)
     assert history[0]["kl_coef"] == 0.05
     assert history[1]["kl_coef"] != 0.05  # the adaptive controller reacted
 
@@ -134,8 +144,8 @@ def test_bad_config_is_a_clear_error(policy_dir, tmp_path):
         PPOConfig(kl_estimator="k9")
     with pytest.raises(ValueError, match="unknown preset"):
         make_config("tpu")
-    with pytest.raises(FileNotFoundError, match="policy directory"):
-        train(cfg(tmp_path / "nothing", tmp_path / "o"), reward_model=REWARD, examples=EXAMPLES)
+    with pytest.raises((FileNotFoundError, ValueError), match="policy directory"):
+        train(cfg(tmp_path / "nothing", tmp_path / "o"), reward_model=REWARD)
 
 
 def test_ppo_learns_toy_task(tmp_path):
@@ -143,8 +153,35 @@ def test_ppo_learns_toy_task(tmp_path):
     2 idle cores, so it runs by default; the RLOO twin is marked slow)."""
     policy = make_policy(tmp_path / "p")
     history = train(cfg(policy, tmp_path / "learn", iterations=15, batch_size=32, mini_batch_size=16, kl_coef=0.01,
-                        missing_eos_penalty=0.0, save_every=100), reward_model=REWARD, examples=EXAMPLES)
+                        missing_eos_penalty=0.0, save_every=100), reward_model=REWARD)
     start = sum(h["reward_mean"] for h in history[:2]) / 2
     end = sum(h["reward_mean"] for h in history[-3:]) / 3
     assert start < 0.25, start
     assert end >= 0.3, (start, end)
+
+
+def test_lora_shares_one_base_copy_and_saves_a_loadable_adapter(policy_dir, tmp_path):
+    """LoRA: the reference is the adapter-disabled base and the critic a head on the policy's
+    hidden states, so no second copy of the weights exists; the run saves only the adapter,
+    which loads back (merged into its base) as a policy that differs from the base."""
+    from rlhf_gym.ppo.trainer import PolicyParts
+
+    config = cfg(policy_dir, tmp_path / "lora", lora_r=4, lora_alpha=8, iterations=2)
+    model = load_policy(policy_dir)[0]
+    n_base = sum(p.numel() for p in model.parameters())
+    parts = PolicyParts(model, config, torch.device("cpu"), with_value=True)
+    assert parts.ref is None and parts.value_model is None
+    trainable = sum(p.numel() for p in parts.policy_params()) + sum(p.numel() for p in parts.value_params())
+    assert trainable < 0.5 * n_base  # adapters + value head only
+
+    history = train(config, reward_model=REWARD)
+    assert history[0]["kl"] == 0.0 and history[1]["kl"] != 0.0
+    assert history[0]["peak_memory_mb"] > 0
+    assert (tmp_path / "lora" / "adapter_model.safetensors").exists()
+    assert not (tmp_path / "lora" / "model.safetensors").exists()
+    trained, _, meta = load_policy(tmp_path / "lora")
+    assert meta.trained_by == "ppo" and meta.info["base_policy"] == str(policy_dir)
+    base = load_policy(policy_dir)[0].state_dict()
+    after = trained.state_dict()
+    assert set(after) == set(base)
+    assert any(not torch.equal(base[k], after[k]) for k in base)

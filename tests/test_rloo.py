@@ -8,7 +8,7 @@ from rlhf_gym.policy import load_policy
 from rlhf_gym.ppo.config import make_config
 from rlhf_gym.ppo.trainer import train
 from rlhf_gym.rewards.base import CallableReward
-from test_ppo import EXAMPLES, REWARD, make_policy, non_ascii_fraction
+from test_ppo import REWARD, make_policy, non_ascii_fraction, toy_env_id
 
 
 @pytest.fixture(scope="module")
@@ -17,14 +17,14 @@ def policy_dir(tmp_path_factory):
 
 
 def rloo_cfg(policy_dir, out, **kw):
-    base = dict(algo="rloo", policy=str(policy_dir), out=str(out), iterations=2, batch_size=8, mini_batch_size=4,
+    base = dict(algo="rloo", env_id=toy_env_id(), policy=str(policy_dir), out=str(out), iterations=2, batch_size=8, mini_batch_size=4,
                 rloo_k=4, lr=1e-2, progress=False, plot=False, save_every=1)
     return make_config("cpu-tiny", **{**base, **kw})
 
 
 def test_rloo_runs_without_value_model(policy_dir, tmp_path):
     before = {k: v.clone() for k, v in load_policy(policy_dir)[0].state_dict().items()}
-    history = train(rloo_cfg(policy_dir, tmp_path / "r"), reward_model=REWARD, examples=EXAMPLES)
+    history = train(rloo_cfg(policy_dir, tmp_path / "r"), reward_model=REWARD)
     assert history[0]["kl"] == 0.0
     assert all(torch.isfinite(torch.tensor(h["policy_loss"])) for h in history)
     assert not (tmp_path / "r" / "value_model.pt").exists()
@@ -62,7 +62,21 @@ def test_rloo_learns_toy_task(tmp_path):
     policy = make_policy(tmp_path / "p")
     history = train(rloo_cfg(policy, tmp_path / "learn", iterations=15, batch_size=32, mini_batch_size=16,
                              kl_coef=0.01, missing_eos_penalty=0.0, save_every=100),
-                    reward_model=REWARD, examples=EXAMPLES)
+                    reward_model=REWARD)
     start = sum(h["reward_mean"] for h in history[:2]) / 2
     end = sum(h["reward_mean"] for h in history[-3:]) / 3
     assert start < 0.25 and end >= 0.3, (start, end)
+
+
+def test_rloo_advantages_are_whitened_per_sequence():
+    """Two prompts x 2 samples; sequence lengths 1 and 6 tokens must not change the advantage a
+    sequence gets (token-level whitening after broadcasting would)."""
+    from rlhf_gym.rloo import rloo_advantages
+
+    rewards = torch.tensor([1.0, 0.0, 3.0, 1.0])
+    raw = rloo_advantages(rewards, 2)
+    assert torch.allclose(raw, torch.tensor([1.0, -1.0, 2.0, -2.0]))  # r_i - mean of the others
+    whitened = rloo_advantages(rewards, 2, whiten=True)
+    expected = (raw - raw.mean()) / raw.std()
+    assert torch.allclose(whitened, expected, atol=1e-6)
+    assert abs(float(whitened.mean())) < 1e-6 and abs(float(whitened.std()) - 1) < 1e-5

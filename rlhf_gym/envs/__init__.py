@@ -27,12 +27,16 @@ def register_task_envs(task) -> None:
                     {"multi_turn": True, "max_turns": 3}))
     # No TimeLimit wrapper: the envs end episodes themselves (a response, EOS or max_new_tokens),
     # and a wrapper would flag a normal one-step episode as truncated too.
+    # gymnasium.make_vec: the single-turn utterance-level ids default to the batched TextVectorEnv
+    # (vector_entry_point, SAME_STEP autoreset); the token-level and multi-turn ids have no vector
+    # entry point, so make_vec defaults to (and "sync"/"async" give) gymnasium's SyncVectorEnv/AsyncVectorEnv.
     for env_id, entry_point, extra in ids:
         registry.pop(env_id, None)
+        single_turn_text = entry_point.endswith("TextGenerationEnv") and not extra
         gymnasium.register(
             id=env_id, entry_point=entry_point, kwargs={"task": task.env_id, **extra},
             disable_env_checker=False,
-            vector_entry_point="rlhf_gym.envs.vector:TextVectorEnv" if entry_point.endswith("TextGenerationEnv") and not extra else None,
+            vector_entry_point="rlhf_gym.envs.vector:TextVectorEnv" if single_turn_text else None,
         )
 
 

@@ -57,11 +57,50 @@ def pick_example(env, options: dict[str, Any] | None) -> int:
     return int(env.np_random.integers(len(env.examples)))
 
 
+# What an episode's info and final observation hold, shared by TextGenerationEnv and TextVectorEnv so
+# the vector env's ``info``/``final_info``/``final_obs`` are exactly what SyncVectorEnv would build
+# from the single env.
+
+def example_info(example, index: int) -> dict[str, Any]:
+    """The info ``reset`` (and ``step``) gives about the episode's example; ``index`` is its
+    position in the split."""
+    return {"example_id": example.id, "index": int(index), "references": list(example.references),
+            "source": example.source}
+
+
+def add_step_results(info: dict[str, Any], components: dict[str, np.ndarray], slot: int,
+                     response: str) -> dict[str, Any]:
+    """``info`` plus each reward component of ``slot`` (a float) and the response text."""
+    info.update({name: float(values[slot]) for name, values in components.items()})
+    info["response"] = response
+    return info
+
+
+def terminal_observation(prompt: str, response: str) -> str:
+    """The observation an answered prompt ends on: the prompt followed by the response."""
+    return prompt + " " + response
+
+
+def render_transcript(parts: list[str]) -> str:
+    """``render_mode="ansi"``: the episode so far, one turn per block."""
+    return "\n---\n".join(parts)
+
+
 def make_env_reward(task, reward_model=None, kl_coef: float = 0.0, policy_model=None, reference_model=None,
                     tokenizer=None, kl_estimator: str = "k1", temperature: float = 1.0,
                     safety_coef: float = 0.0, safety_check=None) -> EnvReward:
     """The reward every env of ``task`` computes: the task's reward model unless one is given,
-    plus the optional KL and safety penalties."""
+    plus the optional KL and safety penalties.
+
+    ``reward_model`` may be a reward model, a callable, or a spec string understood by
+    :func:`rlhf_gym.rewards.spec.load_reward` (``"0.5*builtin+0.5*chrf"``, ``"gold"``, a head file,
+    ``"hf:..."``, ``"file.py:fn"``)."""
+    if reward_model is None:
+        reward_model = task.reward_model()
+    elif isinstance(reward_model, str) or not hasattr(reward_model, "name"):
+        from rlhf_gym.rewards.spec import load_reward
+
+        reward_model = load_reward(reward_model, task)
     kl = None
     if kl_coef:
         from rlhf_gym.tokenizer import load_tokenizer
@@ -69,7 +108,7 @@ def make_env_reward(task, reward_model=None, kl_coef: float = 0.0, policy_model=
         kl = KLPenalty(policy_model, reference_model, tokenizer or load_tokenizer(), coef=kl_coef,
                        estimator=kl_estimator, temperature=temperature)
     safety = SafetyPenalty(safety_coef, safety_check) if safety_coef else None
-    return EnvReward(reward_model if reward_model is not None else task.reward_model(), kl=kl, safety=safety)
+    return EnvReward(reward_model, kl=kl, safety=safety)
 
 
 class TextGenerationEnv(gym.Env[str, str]):
@@ -79,9 +118,13 @@ class TextGenerationEnv(gym.Env[str, str]):
       the agent answers as).
     - action: the response text (``str``, at most ``task.max_response_chars`` characters).
     - reward: the reward-model score, minus optional KL and safety penalties; ``info`` carries
-      each component.
+      each component and the ``response``.
     - ``reset(seed=...)`` draws an example with the env's RNG; ``options={"example_id": ...}`` or
-      ``{"index": i}`` picks one.
+      ``{"index": i}`` picks one. ``info``: ``example_id``, ``index`` (position in the split),
+      ``references``, ``source`` (and ``turn`` for multi-turn).
+    - single-turn: one step per episode, ``terminated=True``, and the final observation is
+      ``prompt + " " + response``.
+    - ``render_mode="ansi"``: ``render()`` returns the transcript (prompt and turns so far).
     """
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4}
@@ -102,15 +145,16 @@ class TextGenerationEnv(gym.Env[str, str]):
         self.observation_space = text_space(MAX_PROMPT_CHARS, min_length=1)
         self.action_space = text_space(self.task.max_response_chars)
         self._example = None
+        self._example_index = -1
         self._prompt = ""
         self._transcript: list[str] = []
 
     # -- episode state -------------------------------------------------------------------
 
     def _info(self) -> dict[str, Any]:
-        ex = self._example
-        info = {"example_id": ex.id, "references": list(self._references()), "source": ex.source}
+        info = example_info(self._example, self._example_index)
         if self.multi_turn:
+            info["references"] = list(self._references())
             info["turn"] = self._turn
         return info
 
@@ -121,7 +165,8 @@ class TextGenerationEnv(gym.Env[str, str]):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
-        self._example = self.examples[pick_example(self, options)]
+        self._example_index = pick_example(self, options)
+        self._example = self.examples[self._example_index]
         if self.multi_turn:
             self._turns = list(self._example.meta["turns"])
             self._turn = self._example.meta["turn"]
@@ -138,8 +183,7 @@ class TextGenerationEnv(gym.Env[str, str]):
         response = check_response(action, self.task.max_response_chars)
         prompt, refs = self._prompt, self._references()
         total, components = self.reward_fn([prompt], [response], [refs])
-        info = self._info()
-        info.update({name: float(values[0]) for name, values in components.items()})
+        info = add_step_results(self._info(), components, 0, response)
         self._transcript.append(response)
         terminated = True
         if self.multi_turn:
@@ -153,9 +197,9 @@ class TextGenerationEnv(gym.Env[str, str]):
                 self._transcript.append(self._turns[next_turn - 1])
                 terminated = False
                 return self._prompt, float(total[0]), terminated, False, info
-        return prompt + " " + response, float(total[0]), terminated, False, info
+        return terminal_observation(prompt, response), float(total[0]), terminated, False, info
 
     def render(self) -> str | None:
         if self.render_mode == "ansi":
-            return "\n---\n".join(self._transcript)
+            return render_transcript(self._transcript)
         return None

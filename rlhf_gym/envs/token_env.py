@@ -3,11 +3,9 @@
 - observation: ``{"input_ids", "attention_mask"}``, fixed length ``max_prompt_tokens +
   max_new_tokens``, left-padded so the newest token is always last (what a causal LM reads).
 - action: a token id, ``Discrete(vocab_size)``.
-- ``terminated`` when the agent emits EOS; ``truncated`` at ``max_new_tokens`` (an algorithm
-  should bootstrap from the value there, not treat it as an end).
 - reward: 0 on every step but the last, which gets the reward-model score of the decoded
-  response (minus ``missing_eos_penalty`` when truncated); with ``kl_coef`` every step also gets
-  ``-kl_coef * KL`` for its token, and with ``safety_coef`` the last step a safety penalty.
+  response (minus ``missing_eos_penalty`` when it has no EOS); with ``kl_coef`` every step also
+  gets ``-kl_coef * KL`` for its token, and with ``safety_coef`` the last step a safety penalty.
 """
 
 from __future__ import annotations
@@ -31,6 +29,20 @@ def truncate_prompt_ids(ids: list[int], max_tokens: int, head_tokens: int = 32) 
 
 
 class TokenGenerationEnv(gym.Env[dict, int]):
+    """``gymnasium.make("rlhf_gym/Dialogue-Token-v0")`` and friends: one token per step.
+
+    Episode end: the response is over when the agent emits EOS *or* reaches the env's
+    ``max_new_tokens``; both are the task's own end of the episode, so both return
+    ``terminated=True, truncated=False`` with the final score (an algorithm must not bootstrap a
+    value on top of it). Reaching the limit without EOS costs ``missing_eos_penalty``; the last
+    step's ``info["eos"]`` says which way it ended. ``truncated`` is never set by this env: it is
+    left to external time limits (``gymnasium.wrappers.TimeLimit`` with fewer steps than
+    ``max_new_tokens``), which cut an episode before its end and carry no score.
+
+    ``reset`` info: ``example_id``, ``index`` (position in the split), ``references``, ``prompt``;
+    ``options={"example_id": ...}`` or ``{"index": i}`` picks the example.
+    """
+
     metadata = {"render_modes": ["ansi"], "render_fps": 30}
 
     def __init__(self, task: str = "rlhf_gym/Dialogue-Token-v0", split: str = "train", tokenizer=None,
@@ -79,12 +91,13 @@ class TokenGenerationEnv(gym.Env[dict, int]):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
-        self._example = self.examples[pick_example(self, options)]
+        index = pick_example(self, options)
+        self._example = self.examples[index]
         ids = self.tokenizer(self._example.prompt)["input_ids"]
         self._prompt_ids = truncate_prompt_ids(ids, self.max_prompt_tokens)
         self._response_ids: list[int] = []
-        return self._obs(), {"example_id": self._example.id, "references": list(self._example.references),
-                             "prompt": self._example.prompt}
+        return self._obs(), {"example_id": self._example.id, "index": index,
+                             "references": list(self._example.references), "prompt": self._example.prompt}
 
     def _check_action(self, action: Any) -> int:
         if isinstance(action, np.ndarray) and action.shape == ():
@@ -102,23 +115,24 @@ class TokenGenerationEnv(gym.Env[dict, int]):
         if len(self._response_ids) >= self.max_new_tokens or (self._response_ids and self._response_ids[-1] == self.eos_id):
             raise RuntimeError("the episode is over; call reset()")
         self._response_ids.append(token)
-        terminated = token == self.eos_id
-        truncated = not terminated and len(self._response_ids) >= self.max_new_tokens
+        eos = token == self.eos_id
+        # EOS or the env's own token limit: either way the task's episode is over (see the class docstring).
+        terminated = eos or len(self._response_ids) >= self.max_new_tokens
         reward, info = 0.0, {"example_id": self._example.id}
         if self.kl is not None:
             kl = float(self.kl.sequence_kl([self._prompt_ids + self._response_ids[:-1]], [[token]])[0])
             info["kl"], info["kl_penalty"] = kl, -self.kl.coef * kl
             reward += info["kl_penalty"]
-        if terminated or truncated:
+        if terminated:
             text = self.response_text()
             total, components = self.reward_fn([self._example.prompt], [text], [self._example.references])
             reward += float(total[0])
             info.update({name: float(v[0]) for name, v in components.items()})
-            info["response"] = text
-            if truncated and self.missing_eos_penalty:
+            info["response"], info["eos"] = text, eos
+            if not eos and self.missing_eos_penalty:
                 reward -= self.missing_eos_penalty
                 info["missing_eos_penalty"] = -self.missing_eos_penalty
-        return self._obs(), reward, terminated, truncated, info
+        return self._obs(), reward, terminated, False, info
 
     def response_text(self) -> str:
         ids = [t for t in self._response_ids if t != self.eos_id]

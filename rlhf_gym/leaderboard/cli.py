@@ -58,7 +58,7 @@ def register(subparsers) -> None:
     e.add_argument("--out", required=True)
     e.add_argument("--db", default=DEFAULT_DB)
     e.set_defaults(handler=_export)
-    st = fsub.add_parser("stats", help="human win rate (95% bootstrap CI) and annotator agreement")
+    st = fsub.add_parser("stats", help="human win rate (95%% bootstrap CI) and annotator agreement")
     st.add_argument("--db", default=DEFAULT_DB)
     st.add_argument("--json", action="store_true", help="print JSON instead of a table")
     st.set_defaults(handler=_stats)

@@ -44,6 +44,7 @@ def queue_pairs(db: Database, path_a: str | Path, path_b: str | Path, *, actor: 
     counts = {"added": 0, "already_queued": 0, "identical_skipped": 0, "unmatched": 0}
     rows = []
     for env_id in sorted(set(ra["envs"]) & set(rb["envs"])):
+        split = ra["envs"][env_id].get("split") or rb["envs"][env_id].get("split") or "test"
         ga = {g["id"]: g for g in ra["envs"][env_id].get("generations") or []}
         gb = {g["id"]: g for g in rb["envs"][env_id].get("generations") or []}
         counts["unmatched"] += len(set(ga) ^ set(gb))
@@ -51,7 +52,7 @@ def queue_pairs(db: Database, path_a: str | Path, path_b: str | Path, *, actor: 
             if ga[ex_id]["prediction"].strip() == gb[ex_id]["prediction"].strip():
                 counts["identical_skipped"] += 1
                 continue
-            prompt = ga[ex_id].get("prompt") or gb[ex_id].get("prompt") or _prompt_from_data(env_id, ex_id)
+            prompt = ga[ex_id].get("prompt") or gb[ex_id].get("prompt") or _prompt_from_data(env_id, ex_id, split)
             rows.append((env_id, ex_id, prompt, sys_a, sys_b, ga[ex_id]["prediction"], gb[ex_id]["prediction"]))
     if not rows and not counts["identical_skipped"]:
         raise ValueError("the two results files share no (env id, example id) pairs")
@@ -66,13 +67,14 @@ def queue_pairs(db: Database, path_a: str | Path, path_b: str | Path, *, actor: 
     return {"system_a": sys_a, "system_b": sys_b, **counts}
 
 
-def _prompt_from_data(env_id: str, ex_id: str) -> str:
-    from rlhf_gym.data import load_examples
+def _prompt_from_data(env_id: str, ex_id: str, split: str = "test") -> str:
+    """The prompt of example ``ex_id`` in the task's ``split``, for results written without prompts."""
+    from rlhf_gym.tasks import get_task
 
-    for ex in load_examples(env_id, "test"):
+    for ex in get_task(env_id).examples(split):
         if ex.id == ex_id:
             return ex.prompt
-    raise ValueError(f"{env_id}: example {ex_id!r} has no prompt in the results and is not in the test split")
+    raise ValueError(f"{env_id}: example {ex_id!r} has no prompt in the results and is not in the {split} split")
 
 
 def left_system(pair_id: int, annotator_id: int) -> str:
@@ -127,6 +129,33 @@ def add_label(db: Database, pair_id: int, annotator: dict, choice: str, comment:
         if n == 1:
             tx.audit(annotator["name"], "feedback.label", str(pair_id), {"label": label})
     return n == 1
+
+
+def queue_status(db: Database) -> list[dict]:
+    """Per (env, system pair): pairs queued, pairs with at least one label, pairs still waiting
+    for their first label, and labels by kind (decisive ``a``/``b`` labels are what
+    ``export_preferences`` writes)."""
+    with db.tx() as tx:
+        rows = tx.all(
+            "SELECT p.env_id, p.system_a, p.system_b, p.id AS pair_id, l.label FROM feedback_pairs p"
+            " LEFT JOIN feedback_labels l ON l.pair_id = p.id ORDER BY p.id")
+    groups: dict[tuple[str, str, str], dict] = {}
+    for r in rows:
+        g = groups.setdefault((r["env_id"], r["system_a"], r["system_b"]), {
+            "env_id": r["env_id"], "system_a": r["system_a"], "system_b": r["system_b"],
+            "pairs": set(), "labelled_pairs": set(), "labels": {k: 0 for k in LABELS}})
+        g["pairs"].add(r["pair_id"])
+        if r["label"] is not None:
+            g["labelled_pairs"].add(r["pair_id"])
+            g["labels"][r["label"]] += 1
+    out = []
+    for key in sorted(groups):
+        g = groups[key]
+        n, done = len(g["pairs"]), len(g["labelled_pairs"])
+        out.append({"env_id": g["env_id"], "system_a": g["system_a"], "system_b": g["system_b"],
+                    "pairs": n, "labelled": done, "pending": n - done, "labels": g["labels"],
+                    "decisive_labels": g["labels"]["a"] + g["labels"]["b"]})
+    return out
 
 
 def _labels(db: Database) -> list[dict]:

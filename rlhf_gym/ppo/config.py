@@ -15,12 +15,17 @@ from pathlib import Path
 @dataclass
 class PPOConfig:
     # what to train
-    env_id: str = "rlhf_gym/Translation-v0"
-    policy: str = ""  # an rlhf-gym policy directory (from `rlhf-gym train sft`)
+    env_id: str = "rlhf_gym/Summarization-v1"
+    # starting policy: "smollm2", "hf:ID_OR_PATH", or an rlhf-gym policy directory; "" = the
+    # task's default (smollm2 for English tasks, the committed tiny SFT policy for translation)
+    policy: str = ""
     out: str = "runs/ppo"
     algo: str = "ppo"  # "ppo" | "rloo"
     preset: str = "cpu-tiny"
-    reward: str = "builtin"  # "builtin" (the env's reward model) or a metric: chrf, bleu, rougeL...
+    # the env's reward model, as a reward spec: builtin, judge, chrf/bleu/rougeL..., HEAD.safetensors,
+    # hf:PATH_OR_ID, FILE.py:FUNCTION, or weighted sums such as "0.7*builtin+0.3*chrf"
+    reward: str = "builtin"
+    safety_coef: float = 0.0  # the env's safety penalty: reward -= safety_coef * unsafe(response)
     split: str = "train"
     seed: int = 0
     resume: bool = False  # continue from OUT/checkpoint (a run killed or stopped at --iterations)
@@ -72,6 +77,7 @@ class PPOConfig:
     dtype: str = "auto"
     # logging & checkpoints
     save_every: int = 10
+    snapshot_every: int = 0  # >0: keep the policy every N iterations in OUT/snapshots/ (checkpoint selection)
     sample_rows: int = 4
     plot: bool = True
     progress: bool = True
@@ -104,7 +110,11 @@ PRESETS: dict[str, dict] = {
     # 2 (shared) CPU cores, a ~1-3M parameter policy: ~30-50 s per iteration, ~15 min per task.
     # A from-scratch tiny policy tolerates (and needs) a much larger step than a pretrained one.
     "cpu-tiny": dict(iterations=30, batch_size=32, mini_batch_size=16, ppo_epochs=4, lr=5e-4, kl_coef=0.05,
-                     vf_coef=0.5, device="cpu", dtype="fp32", save_every=5),
+                     vf_coef=0.5, device="auto", dtype="fp32", save_every=5),
+    # SmolLM2-135M with LoRA on 2 CPU cores: about 1.5-2 minutes per iteration of 16 samples.
+    "cpu-smollm2": dict(iterations=24, batch_size=16, mini_batch_size=8, ppo_epochs=2, lr=2e-4, lora_r=8,
+                        lora_alpha=16, kl_coef=0.05, vf_coef=0.1, max_new_tokens=40, device="auto", dtype="fp32",
+                        save_every=2, snapshot_every=4),
     # a single GPU and a 100M-1B policy.
     "gpu": dict(iterations=200, batch_size=128, mini_batch_size=32, grad_accum_steps=1, ppo_epochs=4, lr=1e-6,
                 kl_coef=0.05, device="auto", dtype="auto", save_every=20),

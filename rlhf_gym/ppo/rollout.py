@@ -1,11 +1,16 @@
-"""Rollouts shared by PPO, RLOO and best-of-n: one batched ``generate`` (KV cache, left-padded
-prompts), one batched reward-model call, and one batched forward pass per model to get
-temperature-scaled log-probs and values at the response tokens."""
+"""Rollouts shared by PPO, RLOO and best-of-n, through the batched vector env.
+
+``env.reset(options={"indices": ...})`` gives the prompts, one batched ``generate`` (KV cache,
+left-padded prompts) answers them, and ``env.step(responses)`` returns the env's reward (reward
+model + safety penalty) with every component: the reward that trains is the reward ``bench``
+reports. The trainer adds only what it alone knows (per-token KL to its reference, values,
+the missing-EOS penalty), so nothing is counted twice. Then one batched forward pass per model
+gives temperature-scaled log-probs and values at the response tokens."""
 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -26,8 +31,10 @@ class Rollout:
     response_mask: torch.Tensor  # 1 up to and including EOS
     texts: list[str]  # decoded, truncated at EOS
     has_eos: torch.Tensor  # [B] bool
-    raw_scores: torch.Tensor  # reward model, before shaping
-    scores: torch.Tensor  # after the missing-EOS penalty / clipping
+    raw_scores: torch.Tensor  # the env's reward (reward model + safety penalty), before shaping
+    scores: torch.Tensor  # after normalisation, the missing-EOS penalty and clipping
+    components: dict[str, np.ndarray] = field(default_factory=dict)  # the env's reward components
+    example_ids: list[str] = field(default_factory=list)
 
 
 def sample(policy, tokenizer, meta: PolicyMeta, prompts: Sequence[str], *, max_new_tokens: int,
@@ -68,13 +75,10 @@ class RunningMoments:
         self.n, self.mean, self.m2 = state["n"], state["mean"], state["m2"]
 
 
-def score(reward_model, prompts, texts, references, has_eos, missing_eos_penalty: float = 0.0,
-          score_clip: float | None = None, moments: RunningMoments | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(raw, shaped) scores from ONE batched reward-model call on the EOS-truncated texts;
-    shaped = normalised (when ``moments`` is given, updated with this batch first) minus the
+def shape_scores(raw: torch.Tensor, has_eos: torch.Tensor, missing_eos_penalty: float = 0.0,
+                 score_clip: float | None = None, moments: RunningMoments | None = None) -> torch.Tensor:
+    """Normalised (when ``moments`` is given, updated with this batch first) minus the
     missing-EOS penalty, optionally clipped."""
-    raw = torch.as_tensor(np.asarray(reward_model(list(prompts), list(texts), [tuple(r) for r in references]),
-                                     dtype=np.float64), dtype=torch.float32)
     shaped = raw
     if moments is not None:
         moments.update(raw)
@@ -82,33 +86,69 @@ def score(reward_model, prompts, texts, references, has_eos, missing_eos_penalty
     shaped = shaped - missing_eos_penalty * (~has_eos).float()
     if score_clip is not None:
         shaped = shaped.clamp(-score_clip, score_clip)
-    return raw, shaped
+    return shaped
 
 
-def collect(policy, tokenizer, meta, reward_model, prompts, references, *, max_new_tokens: int, temperature: float,
+def score(reward_model, prompts, texts, references, has_eos, missing_eos_penalty: float = 0.0,
+          score_clip: float | None = None, moments: RunningMoments | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(raw, shaped) scores from ONE batched reward-model call on the EOS-truncated texts."""
+    raw = torch.as_tensor(np.asarray(reward_model(list(prompts), list(texts), [tuple(r) for r in references]),
+                                     dtype=np.float64), dtype=torch.float32)
+    return raw, shape_scores(raw, has_eos, missing_eos_penalty, score_clip, moments)
+
+
+def fit_action(text: str, max_chars: int) -> str:
+    """A generated response cut to the env's action limit (a character budget; a token budget
+    rarely reaches it). The policy's log-probs still cover every generated token."""
+    return text if len(text) <= max_chars else text[:max_chars]
+
+
+def env_step_components(info: dict) -> dict[str, np.ndarray]:
+    """The numeric per-slot reward components of a SAME_STEP vector env's ``final_info``."""
+    final = info.get("final_info", {})
+    out = {}
+    for key, value in final.items():
+        if key.startswith("_") or key in ("index", "turn"):  # bookkeeping, not reward
+            continue
+        arr = np.asarray(value)
+        if arr.dtype.kind in "fb":
+            out[key] = arr.astype(np.float64)
+    return out
+
+
+def collect(policy, tokenizer, meta, env, indices: Sequence[int], *, max_new_tokens: int, temperature: float,
             missing_eos_penalty: float = 0.0, score_clip: float | None = None,
             moments: RunningMoments | None = None) -> Rollout:
+    """One rollout through ``env`` (a ``TextVectorEnv`` with ``len(indices)`` slots): reset on the
+    named examples, generate, step, shape."""
+    prompts, info = env.reset(options={"indices": [int(i) for i in indices]})
+    prompts = list(prompts)
     query, qmask, response, rmask, texts, has_eos = sample(policy, tokenizer, meta, prompts,
                                                            max_new_tokens=max_new_tokens, temperature=temperature)
-    raw, shaped = score(reward_model, prompts, texts, references, has_eos, missing_eos_penalty, score_clip,
-                        moments)
-    return Rollout(list(prompts), [tuple(r) for r in references], query, qmask, response, rmask, texts, has_eos,
-                   raw, shaped)
+    limit = env.task.max_response_chars
+    texts = [fit_action(t, limit) for t in texts]
+    _, reward, _, _, step_info = env.step(texts)
+    raw = torch.as_tensor(np.asarray(reward, dtype=np.float64), dtype=torch.float32)
+    shaped = shape_scores(raw, has_eos, missing_eos_penalty, score_clip, moments)
+    references = [tuple(r) for r in info["references"]]
+    return Rollout(prompts, references, query, qmask, response, rmask, texts, has_eos, raw, shaped,
+                   env_step_components(step_info), [str(x) for x in info["example_id"]])
 
 
 # ------------------------------------------------------------------ forward passes
 
 
-def _hidden_and_head(model, query, qmask, response, rmask, output_hidden: bool = False):
-    """Hidden states aligned with response tokens: position t predicts response[:, t]."""
+def _hidden_and_head(model, query, qmask, response, rmask, output_hidden: bool = False, output_logits: bool = True):
+    """(hidden, logits) aligned with response tokens: position t predicts response[:, t]. Each is
+    None unless asked for; the LM head runs only on the response positions."""
     T = response.shape[1]
     if is_seq2seq(model):
         start = model.config.decoder_start_token_id
         dec_in = torch.cat([torch.full_like(response[:, :1], start), response[:, :-1]], 1)
         dec_mask = torch.cat([torch.ones_like(rmask[:, :1]), rmask[:, :-1]], 1)
         out = model(input_ids=query, attention_mask=qmask, decoder_input_ids=dec_in,
-                    decoder_attention_mask=dec_mask, output_hidden_states=True)
-        return out.decoder_hidden_states[-1], out.logits
+                    decoder_attention_mask=dec_mask, output_hidden_states=output_hidden)
+        return (out.decoder_hidden_states[-1] if output_hidden else None), out.logits
     ids = torch.cat([query, response], 1)
     mask = torch.cat([qmask, rmask], 1)
     # Left padding: positions must count real tokens only, exactly as generate() did.
@@ -118,42 +158,71 @@ def _hidden_and_head(model, query, qmask, response, rmask, output_hidden: bool =
     if parts is not None:
         body, head = parts
         hidden = body(input_ids=ids, attention_mask=mask, position_ids=pos).last_hidden_state[:, Q - 1:Q - 1 + T]
-        return hidden, (None if output_hidden else head(hidden))
+        return hidden, (head(hidden) if output_logits else None)
     out = model(input_ids=ids, attention_mask=mask, position_ids=pos, output_hidden_states=output_hidden)
     hidden = out.hidden_states[-1][:, Q - 1:Q - 1 + T] if output_hidden else None
     return hidden, out.logits[:, Q - 1:Q - 1 + T]
 
 
+def _logp_from_logits(logits, response, temperature: float, with_entropy: bool):
+    logits = logits.float() / temperature
+    logp = torch.gather(torch.log_softmax(logits, -1), 2, response.unsqueeze(-1)).squeeze(-1)
+    return logp, (entropy_from_logits(logits) if with_entropy else None)
+
+
 def logprobs(model, query, qmask, response, rmask, temperature: float, with_entropy: bool = False):
     """Log-probs of the response tokens under logits / temperature (the sampling distribution)."""
     _, logits = _hidden_and_head(model, query, qmask, response, rmask)
-    logits = logits.float() / temperature
-    logp = torch.gather(torch.log_softmax(logits, -1), 2, response.unsqueeze(-1)).squeeze(-1)
-    entropy = entropy_from_logits(logits) if with_entropy else None
-    return logp, entropy
+    return _logp_from_logits(logits, response, temperature, with_entropy)
+
+
+def logprobs_and_values(model, value_head: "ValueHead", query, qmask, response, rmask, temperature: float,
+                        with_entropy: bool = False):
+    """Log-probs and values from ONE forward pass of a policy whose value head reads its own
+    hidden states (the LoRA setting: one copy of the base weights for everything)."""
+    hidden, logits = _hidden_and_head(model, query, qmask, response, rmask, output_hidden=True)
+    logp, entropy = _logp_from_logits(logits, response, temperature, with_entropy)
+    return logp, entropy, value_head(hidden)
+
+
+def _hidden_size(model) -> int:
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    return config.hidden_size
+
+
+class ValueHead(nn.Module):
+    """A scalar head over hidden states. Starts at zero, so initial values are 0 and the first
+    updates are driven by the returns, not by a random critic."""
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.head = nn.Linear(hidden_size, 1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, hidden):
+        return self.head(hidden.float()).squeeze(-1)
 
 
 class ValueModel(nn.Module):
-    """A scalar head on a copy of the policy's transformer (no LM head needed).
-
-    The head starts at zero, so initial values are 0 and the first updates are driven by the
-    returns, not by a random critic.
-    """
+    """A value head on its own copy of the policy's transformer (full fine-tuning: the critic's
+    gradients never touch the policy's weights)."""
 
     def __init__(self, policy):
         super().__init__()
         import copy
 
         self.backbone = copy.deepcopy(policy)
-        hidden = self.backbone.config.get_text_config().hidden_size if hasattr(self.backbone.config, "get_text_config") \
-            else self.backbone.config.hidden_size
-        self.head = nn.Linear(hidden, 1)
-        nn.init.zeros_(self.head.weight)
-        nn.init.zeros_(self.head.bias)
+        self.value_head = ValueHead(_hidden_size(self.backbone))
+
+    @property
+    def head(self):
+        return self.value_head.head
 
     def forward(self, query, qmask, response, rmask):
-        hidden, _ = _hidden_and_head(self.backbone, query, qmask, response, rmask, output_hidden=True)
-        return self.head(hidden.float()).squeeze(-1)
+        hidden, _ = _hidden_and_head(self.backbone, query, qmask, response, rmask, output_hidden=True,
+                                     output_logits=False)
+        return self.value_head(hidden)
 
 
 def autocast(device: torch.device, dtype: str):

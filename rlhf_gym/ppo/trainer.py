@@ -1,12 +1,15 @@
 """The PPO (and RLOO) training loop, readable top to bottom.
 
 One iteration:
-  1. sample ``batch_size`` prompts (RLOO: batch_size / k prompts, k samples each);
-  2. one batched generate -> responses truncated at EOS; one batched reward-model call -> scores,
-     minus the missing-EOS penalty;
-  3. no-grad forward passes: policy log-probs, reference log-probs, values (PPO);
+  1. draw ``batch_size`` prompts (RLOO: batch_size / k prompts, k samples each) and ``reset`` the
+     vector env on them;
+  2. one batched generate -> responses truncated at EOS; ``env.step(responses)`` -> the env's
+     reward (reward model + safety penalty, every component logged), then the trainer's own
+     shaping (running normalisation, missing-EOS penalty);
+  3. no-grad forward passes: policy log-probs, reference log-probs, values (PPO); with LoRA the
+     reference is the adapter-disabled base and the critic a head on the policy's hidden states;
   4. per-token rewards = -beta * KL + score at the last token; GAE -> advantages, returns
-     (RLOO: leave-one-out baseline on the KL-penalised sequence reward);
+     (RLOO: leave-one-out baseline on the KL-penalised sequence reward, whitened per sequence);
   5. ppo_epochs x mini-batches (x grad accumulation) of clipped policy and value updates;
   6. KL controller update, logging, checkpoint.
 """
@@ -22,15 +25,16 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from rlhf_gym.policy import load_policy, save_policy, task_examples, task_reward
+from rlhf_gym.policy import default_policy_spec
 from rlhf_gym.ppo import core
 from rlhf_gym.ppo.config import PPOConfig
-from rlhf_gym.ppo.rollout import RunningMoments, ValueModel, autocast, collect, logprobs
+from rlhf_gym.ppo.rollout import RunningMoments, ValueModel, autocast, collect, logprobs, logprobs_and_values
 
-METRIC_KEYS = ("iteration", "reward_mean", "rlhf_reward", "kl", "entropy", "policy_loss", "value_loss", "clipfrac",
+METRIC_KEYS = ("iteration", "reward_mean", "score_mean", "unsafe_fraction", "rlhf_reward", "kl", "entropy", "policy_loss", "value_loss", "clipfrac",
                "approxkl", "explained_variance", "response_length", "eos_fraction", "kl_coef",
                "tokens_per_second", "samples_per_second")
-TIMING_KEYS = ("tokens_per_second", "samples_per_second", "time_rollout", "time_update", "time_iteration")
+TIMING_KEYS = ("tokens_per_second", "samples_per_second", "time_rollout", "time_update", "time_iteration",
+               "peak_memory_mb")
 
 
 def _device(cfg: PPOConfig) -> torch.device:
@@ -63,87 +67,166 @@ def _truncate_jsonl(path: Path, max_iteration: int) -> None:
     path.write_text("".join(line + "\n" for line in keep))
 
 
-def _reference(policy, cfg: PPOConfig):
-    """(policy, reference_forward): LoRA adapters with the adapter-disabled base as reference
-    when lora_r > 0 (no second copy of the weights), else a frozen deep copy."""
-    if cfg.lora_r > 0:
-        try:
-            from peft import LoraConfig, get_peft_model
-        except ImportError as err:
-            raise ImportError("--lora-r needs `pip install peft`") from err
-        policy = get_peft_model(policy, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
-                                                   target_modules="all-linear"))
+def _peak_memory_mb(device: torch.device) -> float:
+    """Peak memory of this process so far: CUDA allocator peak on a GPU, max RSS on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
 
-        def ref_forward(*args):
-            with policy.disable_adapter():
-                return logprobs(policy, *args, cfg.temperature)[0]
-
-        return policy, ref_forward, None
-    import copy
-
-    ref = copy.deepcopy(policy).eval().requires_grad_(False)
-    return policy, (lambda *args: logprobs(ref, *args, cfg.temperature)[0]), ref
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def train(cfg: PPOConfig, reward_model: Any | None = None, examples: list | None = None,
-          callback: Callable[[dict], None] | None = None) -> list[dict]:
+class PolicyParts:
+    """What the loop needs from a policy, for full fine-tuning and for LoRA alike.
+
+    - ``lm``: the module whose forward/generate is the current policy;
+    - ``ref_logprobs(...)``: the frozen starting policy (LoRA: the same weights with the adapter
+      disabled, so there is ONE copy of the base weights; full: a frozen deep copy);
+    - ``values(...)`` / ``logp_values(...)``: the critic (LoRA: a head on the policy's own hidden
+      states, one forward for both; full: a value head on its own copy of the transformer).
+    """
+
+    def __init__(self, policy, cfg: PPOConfig, device: torch.device, with_value: bool):
+        from rlhf_gym.ppo.rollout import ValueHead, _hidden_size
+
+        self.cfg, self.lora = cfg, cfg.lora_r > 0
+        if self.lora:
+            try:
+                from peft import LoraConfig, get_peft_model
+            except ImportError as err:
+                raise ImportError("--lora-r needs `pip install peft`") from err
+            self.peft = get_peft_model(policy, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
+                                                          target_modules="all-linear"))
+            self.lm = self.peft.get_base_model()  # LoRA layers live inside it: its forward is the policy
+            self.ref = None
+            self.value_head = ValueHead(_hidden_size(self.lm)).to(device) if with_value else None
+            self.value_model = None
+        else:
+            import copy
+
+            self.peft, self.lm = None, policy
+            self.ref = copy.deepcopy(policy).eval().requires_grad_(False)
+            self.value_head = None
+            self.value_model = ValueModel(policy).to(device) if with_value else None
+
+    def policy_params(self):
+        return [p for p in self.lm.parameters() if p.requires_grad]
+
+    def value_params(self):
+        if self.value_head is not None:
+            return list(self.value_head.parameters())
+        return list(self.value_model.parameters()) if self.value_model is not None else []
+
+    @property
+    def head(self):
+        """The critic's linear output layer (its bias is set to the first batch's mean score)."""
+        return self.value_head.head if self.value_head is not None else self.value_model.head
+
+    def ref_logprobs(self, *args):
+        if self.lora:
+            with self.peft.disable_adapter():
+                return logprobs(self.lm, *args, self.cfg.temperature)[0]
+        return logprobs(self.ref, *args, self.cfg.temperature)[0]
+
+    def logp_values(self, q, qm, r, rm, with_entropy: bool = False):
+        """(logp, entropy, values): values None without a critic."""
+        if self.value_head is not None:
+            return logprobs_and_values(self.lm, self.value_head, q, qm, r, rm, self.cfg.temperature, with_entropy)
+        logp, entropy = logprobs(self.lm, q, qm, r, rm, self.cfg.temperature, with_entropy)
+        return logp, entropy, (self.value_model(q, qm, r, rm) if self.value_model is not None else None)
+
+    def trainable_state(self) -> dict:
+        """What a checkpoint must hold: LoRA: only the adapters (the base never changes)."""
+        state = self.lm.state_dict()
+        if self.lora:
+            state = {k: v for k, v in state.items() if "lora_" in k}
+        return state
+
+    def load_trainable_state(self, state: dict) -> None:
+        missing = self.lm.load_state_dict(state, strict=not self.lora)
+        del missing
+
+    def critic_state(self):
+        return (self.value_head or self.value_model).state_dict() if (self.value_head or self.value_model) else None
+
+    def load_critic_state(self, state) -> None:
+        if state is not None:
+            (self.value_head or self.value_model).load_state_dict(state)
+
+    def train(self, mode: bool = True) -> None:
+        self.lm.train(mode)
+
+
+def make_env(cfg: PPOConfig, reward_model=None):
+    """The batched env the run rolls out through: the env's reward (reward model given by
+    ``cfg.reward`` or ``reward_model``, plus the safety penalty) is the training reward."""
+    from rlhf_gym.envs.vector import TextVectorEnv
+
+    num_envs = cfg.batch_size
+    rm = reward_model if reward_model is not None else (None if cfg.reward == "builtin" else cfg.reward)
+    penalties = {"safety_coef": cfg.safety_coef} if cfg.safety_coef else {}
+    return TextVectorEnv(cfg.env_id, num_envs=num_envs, split=cfg.split, reward_model=rm, **penalties)
+
+
+def train(cfg: PPOConfig, reward_model: Any | None = None, callback: Callable[[dict], None] | None = None,
+          env=None) -> list[dict]:
     """Run PPO/RLOO as configured; returns the per-iteration metrics (also in OUT/metrics.jsonl).
 
-    ``reward_model`` and ``examples`` default to the env's (tests pass a rule-based reward and a
-    toy prompt set).
+    Rollouts go through ``env`` (default: a ``TextVectorEnv`` of ``cfg.env_id`` with
+    ``cfg.batch_size`` slots); ``reward_model`` (any reward spec or callable) replaces the env's
+    default reward model.
     """
+    from rlhf_gym.policy import resolve_policy
     from rlhf_gym.rloo import rloo_advantages
 
-    if not cfg.policy:
-        raise ValueError("--policy is required: an rlhf-gym policy directory (from `rlhf-gym train sft`)")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "checkpoint" / "state.pt"
     device = _device(cfg)
+    if ckpt_path.exists() and not cfg.resume:
+        raise ValueError(f"{out} already holds a run (checkpoint/state.pt): pass --resume to continue it, "
+                         "or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
 
-    policy, tok, meta = load_policy(cfg.policy, device)
+    policy, tok, meta = resolve_policy(cfg.policy or None, cfg.env_id, str(device))
     if cfg.max_prompt_len:
         meta.max_prompt_len = cfg.max_prompt_len
     max_new_tokens = cfg.max_new_tokens or meta.max_new_tokens
-    examples = examples if examples is not None else task_examples(cfg.env_id, cfg.split)
-    if not examples:
+    env = env if env is not None else make_env(cfg, reward_model)
+    if env.num_envs != cfg.batch_size:
+        raise ValueError(f"the env has {env.num_envs} slots, the config's batch_size is {cfg.batch_size}")
+    n_examples = len(env.examples)
+    if not n_examples:
         raise ValueError(f"no examples in split {cfg.split!r} of {cfg.env_id}")
-    reward_model = reward_model if reward_model is not None else task_reward(cfg.env_id, cfg.reward)
 
     torch.manual_seed(cfg.seed)
     np_rng = np.random.default_rng(cfg.seed)
     random.seed(cfg.seed)
-    policy, ref_logprobs, _ref = _reference(policy, cfg)
     use_value = cfg.algo == "ppo"
-    value = ValueModel(policy if cfg.lora_r == 0 else policy.get_base_model()).to(device) if use_value else None
-    params = [{"params": [p for p in policy.parameters() if p.requires_grad], "lr": cfg.lr}]
+    parts = PolicyParts(policy, cfg, device, with_value=use_value)
+    params = [{"params": parts.policy_params(), "lr": cfg.lr}]
     if use_value:
-        params.append({"params": list(value.parameters()), "lr": cfg.value_lr or cfg.lr})
+        params.append({"params": parts.value_params(), "lr": cfg.value_lr or cfg.lr})
     opt = torch.optim.AdamW(params, lr=cfg.lr, eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
     kl_ctl = (core.AdaptiveKLController(cfg.kl_coef, cfg.target_kl, cfg.kl_horizon) if cfg.adaptive_kl
               else core.FixedKLController(cfg.kl_coef))
 
     moments = RunningMoments() if cfg.score_norm else None
     start_iter, history = 0, []
-    if ckpt_path.exists() and not cfg.resume:
-        raise ValueError(f"{out} already holds a run (checkpoint/state.pt): pass --resume to continue it, "
-                         "or choose another --out")
     if cfg.resume and not ckpt_path.exists():
         print(f"--resume: no checkpoint in {out}, starting from iteration 0")
     if cfg.resume and ckpt_path.exists():
         state = torch.load(ckpt_path, weights_only=False, map_location=device)
-        free = ("iterations", "progress", "plot", "resume")  # may differ between the slices of one run
+        free = ("iterations", "progress", "plot", "resume", "threads")  # may differ between slices of one run
         saved = {k: v for k, v in state["config"].items() if k not in free}
         now = {k: v for k, v in cfg.to_json().items() if k not in free}
         if saved != now:
             diff = sorted(k for k in now if saved.get(k) != now[k])
             raise ValueError(f"{ckpt_path} was written with different settings ({', '.join(diff)}); "
                              "use the same options to resume, or another --out")
-        policy.load_state_dict(state["policy"])
-        if use_value:
-            value.load_state_dict(state["value"])
+        parts.load_trainable_state(state["policy"])
+        parts.load_critic_state(state["value"])
         opt.load_state_dict(state["optimizer"])
         kl_ctl.load_state_dict(state["kl_ctl"])
         if moments is not None:
@@ -157,15 +240,22 @@ def train(cfg: PPOConfig, reward_model: Any | None = None, examples: list | None
         for name in ("metrics.jsonl", "samples.jsonl"):
             (out / name).unlink(missing_ok=True)
     cfg.save(out / "ppo_config.json")
+    base_spec = cfg.policy or default_policy_spec(cfg.env_id)
 
     def checkpoint(iteration: int) -> None:
         ckpt_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = ckpt_path.with_suffix(".tmp")
         torch.save({"config": cfg.to_json(), "iteration": iteration, "history": history,
-                    "policy": policy.state_dict(), "value": value.state_dict() if use_value else None,
+                    "policy": parts.trainable_state(), "value": parts.critic_state(),
                     "optimizer": opt.state_dict(), "kl_ctl": kl_ctl.state_dict(), "rng": _rng_state(np_rng),
                     "moments": moments.state_dict() if moments is not None else None}, tmp)
         tmp.replace(ckpt_path)  # atomic: a kill never leaves half a checkpoint
+
+    def save_current(path: Path, iteration: int) -> None:
+        meta.trained_by = cfg.algo
+        meta.info = {"base_policy": str(base_spec), "iteration": iteration, "config": cfg.to_json(),
+                     "final": {k: history[-1].get(k) for k in METRIC_KEYS} if history else {}}
+        save_trained_policy(parts, tok, meta, path)
 
     bar = None
     if cfg.progress:
@@ -178,14 +268,12 @@ def train(cfg: PPOConfig, reward_model: Any | None = None, examples: list | None
 
     for iteration in range(start_iter + 1, cfg.iterations + 1):
         t0 = time.perf_counter()
-        # ---- 1-2. rollout
-        idx = np_rng.choice(len(examples), size=n_prompts, replace=len(examples) < n_prompts)
-        batch_ex = [examples[i] for i in idx for _ in range(repeat)]
+        # ---- 1-2. rollout through the env: reset on the drawn prompts, generate, step
+        idx = np_rng.choice(n_examples, size=n_prompts, replace=n_examples < n_prompts)
         with torch.no_grad(), autocast(device, cfg.dtype):
-            ro = collect(policy, tok, meta, reward_model, [e.prompt for e in batch_ex],
-                         [e.references for e in batch_ex], max_new_tokens=max_new_tokens,
-                         temperature=cfg.temperature, missing_eos_penalty=cfg.missing_eos_penalty,
-                         score_clip=cfg.score_clip, moments=moments)
+            ro = collect(parts.lm, tok, meta, env, [int(i) for i in idx for _ in range(repeat)],
+                         max_new_tokens=max_new_tokens, temperature=cfg.temperature,
+                         missing_eos_penalty=cfg.missing_eos_penalty, score_clip=cfg.score_clip, moments=moments)
         q, qm, r, rm = (t.to(device) for t in (ro.query, ro.query_mask, ro.response, ro.response_mask))
         mask = rm.float()
         scores = ro.scores.to(device)
@@ -195,14 +283,14 @@ def train(cfg: PPOConfig, reward_model: Any | None = None, examples: list | None
             # Without score_norm, reward models have arbitrary offsets (the built-in ones score
             # around -20); a zero critic would need many clipped value steps to get there.
             with torch.no_grad():
-                value.head.bias.fill_(float(scores.mean()))
+                parts.head.bias.fill_(float(scores.mean()))
 
         # ---- 3. log-probs under the rollout policy and the reference, values
         with torch.no_grad(), autocast(device, cfg.dtype):
-            old_logp, entropy = logprobs(policy, q, qm, r, rm, cfg.temperature, with_entropy=True)
-            ref_logp = ref_logprobs(q, qm, r, rm)
-            old_values = value(q, qm, r, rm) * mask if use_value else None
+            old_logp, entropy, old_values = parts.logp_values(q, qm, r, rm, with_entropy=True)
+            ref_logp = parts.ref_logprobs(q, qm, r, rm)
         old_logp, ref_logp = old_logp * mask, ref_logp * mask
+        old_values = old_values * mask if use_value else None
 
         # ---- 4. rewards and advantages
         kl = core.kl_estimate(old_logp, ref_logp, cfg.kl_estimator) * mask
@@ -212,15 +300,17 @@ def train(cfg: PPOConfig, reward_model: Any | None = None, examples: list | None
             if cfg.whiten_rewards:
                 rewards = core.masked_whiten(rewards, mask, shift_mean=False)
             advantages, returns = core.gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
+            if cfg.whiten_advantages:
+                advantages = core.masked_whiten(advantages, mask)
         else:
-            seq_reward = scores - beta * kl.sum(1)
-            advantages = rloo_advantages(seq_reward, cfg.rloo_k).unsqueeze(1) * mask
+            # One advantage per sequence, whitened over sequences (not over tokens after
+            # broadcasting, which would weigh long responses more), then given to every token.
+            seq_adv = rloo_advantages(scores - beta * kl.sum(1), cfg.rloo_k, whiten=cfg.whiten_advantages)
+            advantages = seq_adv.unsqueeze(1) * mask
             returns = None
-        if cfg.whiten_advantages:
-            advantages = core.masked_whiten(advantages, mask)
 
         # ---- 5. PPO epochs
-        policy.train()
+        parts.train(True)
         stats: dict[str, list[float]] = {k: [] for k in ("policy_loss", "value_loss", "clipfrac", "approxkl",
                                                           "vf_clipfrac", "ratio")}
         for _epoch in range(cfg.ppo_epochs):
@@ -228,11 +318,10 @@ def train(cfg: PPOConfig, reward_model: Any | None = None, examples: list | None
             for k, start in enumerate(range(0, cfg.batch_size, mb)):
                 i = perm[start:start + mb]
                 with autocast(device, cfg.dtype):
-                    new_logp, _ = logprobs(policy, q[i], qm[i], r[i], rm[i], cfg.temperature)
+                    new_logp, _, new_values = parts.logp_values(q[i], qm[i], r[i], rm[i])
                     pg_loss, pg_stats = core.policy_loss(new_logp, old_logp[i], advantages[i], mask[i], cfg.cliprange)
                     loss = pg_loss
                     if use_value:
-                        new_values = value(q[i], qm[i], r[i], rm[i])
                         vf_loss, vf_stats = core.value_loss(new_values, old_values[i], returns[i], mask[i],
                                                             cfg.cliprange_value)
                         loss = loss + cfg.vf_coef * vf_loss
@@ -247,16 +336,20 @@ def train(cfg: PPOConfig, reward_model: Any | None = None, examples: list | None
                 stats["policy_loss"].append(pg_loss.item())
                 for key in ("clipfrac", "approxkl", "ratio"):
                     stats[key].append(float(pg_stats[key]))
-        policy.eval()
+        parts.train(False)
         t_end = time.perf_counter()
 
         # ---- 6. KL control, logging, checkpoint
         mean_kl = float(kl.sum(1).mean())
         kl_ctl.update(mean_kl, cfg.batch_size)
         n_tokens = float(mask.sum())
+        comp = ro.components
         metrics = {
             "iteration": iteration,
             "reward_mean": float(ro.raw_scores.mean()),
+            "score_mean": float(np.mean(comp["score"])) if "score" in comp else float(ro.raw_scores.mean()),
+            "unsafe_fraction": float(np.mean(comp["unsafe"] > 0.5)) if "unsafe" in comp else None,
+            "safety_penalty_mean": float(np.mean(comp["safety_penalty"])) if "safety_penalty" in comp else 0.0,
             "score_shaped": float(scores.mean()),
             "rlhf_reward": float((scores - beta * kl.sum(1)).mean()),
             "kl": mean_kl,
@@ -270,17 +363,20 @@ def train(cfg: PPOConfig, reward_model: Any | None = None, examples: list | None
             "explained_variance": core.explained_variance(old_values, returns, mask) if use_value else float("nan"),
             "response_length": float(mask.sum(1).mean()),
             "eos_fraction": float(ro.has_eos.float().mean()),
+            "distinct_responses": len(set(ro.texts)) / len(ro.texts),
             "kl_coef": beta,
             "tokens_per_second": n_tokens / (t_end - t0),
             "samples_per_second": cfg.batch_size / (t_end - t0),
             "time_rollout": t_gen - t0,
             "time_update": t_end - t_gen,
             "time_iteration": t_end - t0,
+            "peak_memory_mb": _peak_memory_mb(device),
         }
         history.append(metrics)
         with open(out / "metrics.jsonl", "a") as fh:
             fh.write(json.dumps(metrics) + "\n")
-        rows = [{"iteration": iteration, "prompt": ro.prompts[j][-300:], "response": ro.texts[j],
+        rows = [{"iteration": iteration, "example_id": ro.example_ids[j] if ro.example_ids else None,
+                 "prompt": ro.prompts[j][-300:], "response": ro.texts[j],
                  "score": float(ro.raw_scores[j]), "eos": bool(ro.has_eos[j])}
                 for j in range(min(cfg.sample_rows, len(ro.texts)))]
         with open(out / "samples.jsonl", "a") as fh:
@@ -291,6 +387,9 @@ def train(cfg: PPOConfig, reward_model: Any | None = None, examples: list | None
                             len=f"{metrics['response_length']:.0f}")
         if callback is not None:
             callback(metrics)
+        if cfg.snapshot_every and iteration % cfg.snapshot_every == 0:
+            # kept policies for checkpoint selection on validation and over-optimisation curves
+            save_current(out / "snapshots" / f"iter_{iteration:05d}", iteration)
         if iteration % cfg.save_every == 0 or iteration == cfg.iterations:
             checkpoint(iteration)
             if cfg.progress:
@@ -298,16 +397,26 @@ def train(cfg: PPOConfig, reward_model: Any | None = None, examples: list | None
     if bar is not None:
         bar.close()
 
-    final = policy.merge_and_unload() if cfg.lora_r > 0 else policy
-    meta.trained_by = cfg.algo
-    meta.info = {"base_policy": str(cfg.policy), "config": cfg.to_json(),
-                 "final": {k: history[-1][k] for k in METRIC_KEYS} if history else {}}
-    save_policy(final, tok, meta, out)
+    save_current(out, cfg.iterations)
     if use_value:
-        torch.save(value.state_dict(), out / "value_model.pt")
+        torch.save(parts.critic_state(), out / "value_model.pt")
     if cfg.plot:
         plot_curves(history, out / "curves.png", title=f"{cfg.algo.upper()} {cfg.env_id}")
     return history
+
+
+def save_trained_policy(parts: PolicyParts, tok, meta, path: Path) -> Path:
+    """A policy directory ``ppo:DIR`` agents load: LoRA runs save only the adapter (megabytes)
+    and name the base policy in the metadata; full runs save the whole model."""
+    from rlhf_gym.policy import save_policy
+
+    if not parts.lora:
+        return save_policy(parts.lm, tok, meta, path)
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    parts.peft.save_pretrained(str(path))
+    meta.save(path)
+    return path
 
 
 def _print_samples(rows: list[dict], iteration: int) -> None:

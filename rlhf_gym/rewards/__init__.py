@@ -1,5 +1,6 @@
 """Reward models: the interface, metric/callable/weighted rewards, learned MiniLM heads,
-Hugging Face classifiers, preference data and Bradley-Terry training.
+Hugging Face classifiers, the MPNet gold judge, reward spec strings (``load_reward``), preference
+data and Bradley-Terry training.
 
 The light pieces import eagerly; the torch-backed ones load on first use.
 """
@@ -14,7 +15,12 @@ _LAZY = {
     "load_builtin_reward": "rlhf_gym.rewards.embedding",
     "informativeness": "rlhf_gym.rewards.embedding",
     "HFRewardModel": "rlhf_gym.rewards.hf",
+    "load_reward": "rlhf_gym.rewards.spec",
+    "describe_reward": "rlhf_gym.rewards.spec",
+    "GoldJudge": "rlhf_gym.rewards.gold",
+    "load_gold_judge": "rlhf_gym.rewards.gold",
     "builtin_pairs": "rlhf_gym.rewards.preferences",
+    "policy_sample_pairs": "rlhf_gym.rewards.preferences",
     "read_preference_file": "rlhf_gym.rewards.preferences",
     "train_reward_model": "rlhf_gym.rewards.train",
 }

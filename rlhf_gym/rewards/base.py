@@ -65,6 +65,20 @@ class CallableReward:
         return _as_scores(out, n, self.name)
 
 
+def _metric_sha256(metric: str) -> str:
+    """Identifies a metric reward: its name, settings and the implementing package's version."""
+    import hashlib
+    from importlib.metadata import PackageNotFoundError, version
+
+    package = "sacrebleu" if metric in ("chrf", "bleu") else "rouge-score"
+    try:
+        package_version = version(package)
+    except PackageNotFoundError:  # pragma: no cover - core dependencies
+        package_version = "unknown"
+    settings = {"chrf": "CHRF()", "bleu": "BLEU(effective_order=True)"}.get(metric, "RougeScorer(use_stemmer=True)")
+    return hashlib.sha256(f"metric:{metric}|{settings}|{package}=={package_version}".encode()).hexdigest()
+
+
 class MetricReward:
     """Sentence-level chrF, BLEU or ROUGE-L of the response against its references, in [0, 1].
 
@@ -78,6 +92,7 @@ class MetricReward:
             raise ValueError(f"unknown metric {metric!r}; expected one of {', '.join(self.METRICS)}")
         self.metric = metric
         self.name = f"metric:{metric}"
+        self.sha256 = _metric_sha256(metric)
         if metric in ("chrf", "bleu"):
             import sacrebleu
 

@@ -15,7 +15,8 @@ Built-in pairs (all text is real human-written text from the pinned packs; only 
   turn ``k-1`` verbatim; (d) a copy of an earlier turn shown in the prompt (when there is one);
   (e) truncation -- the first 1-3 words of the real reply (only when the reply has at least
   ``max(4, 2n)`` words); (f) a generic very short reply: one of the split's own 1-2-word turns from
-  another conversation (only when the real reply has at least 5 words).
+  another conversation (only when the real reply has at least 5 words); (g) degenerate text (see
+  below).
 - ``summarization`` (aclsum): for each (paper, aspect): chosen is that paper's human summary of
   the aspect; rejected (a) the same-aspect summary of 3 other random papers of the split, and
   (b) the same paper's summaries of the two other aspects (aspect awareness). Reward-hacking
@@ -33,8 +34,12 @@ Built-in pairs (all text is real human-written text from the pinned packs; only 
   (fluent, on-topic, wrong content); (4) ``heavy(e)`` > the English of a random other verse of
   the split (wrong content beats nothing even when fluent).
 
+``policy_sample_pairs`` makes pairs from a policy's own samples labelled by a judge (the gold
+judge, say): a reward trained on them learns the judge's preferences on the text the policy writes.
+
 Every sampling step uses ``random.Random(f"{task}:{split}:{seed}:...")`` (the reward-hacking
-negatives use a separate ``...:hard`` stream, so (a)/(b) are unchanged), so pairs are identical
+negatives use a separate ``...:hard`` stream and the degenerate ones ``...:degenerate``, so the
+earlier negatives are unchanged), so pairs are identical
 on every machine; the pair order is a seeded shuffle of prompts with a prompt's pairs kept
 together (so a ``--max-pairs`` prefix embeds few distinct prompts).
 """
@@ -53,8 +58,11 @@ from rlhf_gym import data
 TASKS = ("dialogue", "summarization", "translation")
 
 
-def _pair(prompt: str, chosen: str, rejected: str, references=()) -> dict[str, Any]:
-    return {"prompt": prompt, "chosen": chosen, "rejected": rejected, "references": list(references)}
+def _pair(prompt: str, chosen: str, rejected: str, references=(), negative: str | None = None) -> dict[str, Any]:
+    pair = {"prompt": prompt, "chosen": chosen, "rejected": rejected, "references": list(references)}
+    if negative is not None:
+        pair["negative"] = negative  # what kind of rejected text this is, for per-kind accuracy
+    return pair
 
 
 def first_sentence(text: str) -> str:
@@ -68,11 +76,129 @@ def truncation(text: str, n: int) -> str:
     return " ".join(text.split()[:n])
 
 
+# ------------------------------------------------------------------- degenerate negatives
+#
+# What a policy that games a learned reward ends up writing: one word repeated to the length
+# limit, a phrase looped, word salad, character gibberish, a good reply padded with filler. A
+# head that never saw such text during training may score it above a real reply (a dialogue head
+# gave a one-word loop +4.12 against the human reply's -1.16), so every built-in prompt also gets
+# ``DEGENERATE_PER_PROMPT`` of these as rejected responses, of distinct kinds drawn at random.
+
+DEGENERATE_KINDS = ("repeat_word", "repeat_phrase", "word_salad", "gibberish", "filler")
+DEGENERATE_PER_PROMPT = 2
+_FILLERS = ("lol", "haha", "yes", "and so on", "you know", "the", "ok ok", "etc", "I mean", "...")
+
+
+def max_response_chars(task: str) -> int:
+    """The env's response length limit for a built-in task kind (what a degenerate loop fills)."""
+    from rlhf_gym.tasks import BUILTIN_TASKS
+
+    limits = [t.max_response_chars for t in BUILTIN_TASKS if t.kind == task]
+    if not limits:
+        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+    return min(limits)
+
+
+def split_vocabulary(texts) -> list[str]:
+    """The distinct words (letters only, lower-cased, 2-15 characters) of ``texts``, sorted."""
+    words = set()
+    for text in texts:
+        words.update(w.lower() for w in re.findall(r"[A-Za-z]{2,15}", text))
+    return sorted(words)
+
+
+def fill_to_limit(unit: str, max_chars: int, prefix: str = "") -> str:
+    """``prefix`` followed by ``unit`` repeated (space-separated) while it fits in ``max_chars``."""
+    unit = unit.strip()
+    out = prefix.strip()
+    if not unit:
+        return out
+    while len(out) + (1 if out else 0) + len(unit) <= max_chars:
+        out = f"{out} {unit}" if out else unit
+    return out or unit[:max_chars]
+
+
+def degenerate_text(kind: str, reference: str, context: str, vocab: list[str], rng: random.Random,
+                    max_chars: int) -> str:
+    """One degenerate response of ``kind`` (one of ``DEGENERATE_KINDS``) for an item whose good
+    response is ``reference`` and whose prompt ends with ``context``.
+
+    - ``repeat_word``: one word (of the reference, the context or the vocabulary) repeated up to
+      ``max_chars``;
+    - ``repeat_phrase``: 2-4 consecutive words of the reference or context, looped up to ``max_chars``;
+    - ``word_salad``: the reference's words shuffled, or as many random vocabulary words;
+    - ``gibberish``: random letter strings (2-9 letters), about as long as the reference;
+    - ``filler``: the reference followed by a short filler looped up to ``max_chars``.
+    """
+    ref_words = reference.split()
+    source = [w for w in (ref_words if rng.random() < 0.5 else context.split()) if any(c.isalpha() for c in w)]
+    if kind == "repeat_word":
+        word = rng.choice(source) if source and rng.random() < 0.7 else rng.choice(vocab)
+        return fill_to_limit(word, max_chars)
+    if kind == "repeat_phrase":
+        words = source if len(source) >= 2 else ref_words + [rng.choice(vocab) for _ in range(3)]
+        n = min(len(words), rng.randint(2, 4))
+        start = rng.randrange(len(words) - n + 1)
+        return fill_to_limit(" ".join(words[start:start + n]), max_chars)
+    if kind == "word_salad":
+        n = max(4, len(ref_words))
+        if len(ref_words) >= 4 and rng.random() < 0.5:
+            words = list(ref_words)
+            rng.shuffle(words)
+        else:
+            words = [rng.choice(vocab) for _ in range(n)]
+        return " ".join(words)[:max_chars].strip()
+    if kind == "gibberish":
+        target = min(max_chars, max(12, len(reference)))
+        out = ""
+        while len(out) < target:
+            out += "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 9))) + " "
+        return out[:target].strip()
+    if kind == "filler":
+        filler = rng.choice(_FILLERS) if rng.random() < 0.6 else rng.choice(vocab)
+        padded = fill_to_limit(filler, max_chars, prefix=reference)
+        if len(padded) - len(reference.strip()) < 20:  # no room: loop a filler alone
+            return fill_to_limit(filler, max_chars)
+        return padded
+    raise ValueError(f"unknown degenerate kind {kind!r}; expected one of {', '.join(DEGENERATE_KINDS)}")
+
+
+def degenerate_negatives(reference: str, context: str, vocab: list[str], rng: random.Random, max_chars: int,
+                         n: int = DEGENERATE_PER_PROMPT) -> list[tuple[str, str]]:
+    """``n`` degenerate responses of distinct kinds (drawn with ``rng``), as ``(kind, text)``."""
+    kinds = rng.sample(DEGENERATE_KINDS, min(n, len(DEGENERATE_KINDS)))
+    out = []
+    for kind in kinds:
+        text = degenerate_text(kind, reference, context, vocab, rng, max_chars)
+        if text.strip() and text.strip() != reference.strip():
+            out.append((kind, text))
+    return out
+
+
+def degenerate_pairs(records: list[dict[str, Any]], max_chars: int, seed: int = 0,
+                     kinds=DEGENERATE_KINDS) -> list[dict[str, Any]]:
+    """For records ``{"prompt", "references"}``, one pair per degenerate kind: the first reference
+    chosen over a degenerate response (e.g. to check a reward model with ``--eval-prefs``)."""
+    vocab = split_vocabulary(r for rec in records for r in rec["references"])
+    out = []
+    for i, rec in enumerate(records):
+        reference = rec["references"][0]
+        for kind in kinds:
+            rng = random.Random(f"degenerate:{seed}:{i}:{kind}")
+            text = degenerate_text(kind, reference, rec["prompt"], vocab, rng, max_chars)
+            if text.strip() and text.strip() != reference.strip():
+                out.append(_pair(rec["prompt"], reference, text, rec["references"], negative=kind))
+    return out
+
+
 def _dialogue_pairs(split: str, seed: int) -> list[dict[str, Any]]:
     convs = [c for c in data.chitchat_conversations() if data.split_of(f"chitchat:{c['id']}") == split]
     rng = random.Random(f"dialogue:{split}:{seed}")
     # hard negatives draw from their own stream, so the (a)/(b) negatives stay what they were
     hard_rng = random.Random(f"dialogue:{split}:{seed}:hard")
+    degen_rng = random.Random(f"dialogue:{split}:{seed}:degenerate")
+    max_chars = max_response_chars("dialogue")
+    vocab = split_vocabulary(t for conv in convs for t in conv["turns"])
     # generic very short replies: the split's own shortest turns (1-2 words), with their conversation
     short = sorted({(t.strip(), ci) for ci, conv in enumerate(convs) for t in conv["turns"]
                     if 1 <= len(t.split()) <= 2})
@@ -92,25 +218,27 @@ def _dialogue_pairs(split: str, seed: int) -> list[dict[str, Any]]:
         hard = turns[j]
         reply = turns[k]
         n_words = len(reply.split())
-        negatives = [easy, hard]
+        negatives = [("off_topic", easy), ("same_conversation", hard)]
         for _ in range(2):  # (a) twice more, so off-topic replies keep their weight next to (c)-(f)
             o = hard_rng.randrange(len(convs) - 1)
             o += o >= ci
-            negatives.append(convs[o]["turns"][hard_rng.randrange(len(convs[o]["turns"]))])
-        negatives.append(turns[k - 1])  # (c) echo: the partner's last turn verbatim
+            negatives.append(("off_topic", convs[o]["turns"][hard_rng.randrange(len(convs[o]["turns"]))]))
+        negatives.append(("echo", turns[k - 1]))  # (c) echo: the partner's last turn verbatim
         start = max(0, k - data.DIALOGUE_HISTORY_TURNS)
         if k - 1 > start:  # (d) a copy of an earlier turn shown in the prompt
-            negatives.append(turns[hard_rng.randrange(start, k - 1)])
+            negatives.append(("copy_earlier", turns[hard_rng.randrange(start, k - 1)]))
         n = hard_rng.randint(1, 3)
         if n_words >= max(4, 2 * n):  # (e) truncation; skipped when the reply is itself that short
-            negatives.append(truncation(reply, n))
+            negatives.append(("truncation", truncation(reply, n)))
         if short and n_words >= 5:  # (f) a generic short reply from another conversation
             text, owner = short[hard_rng.randrange(len(short))]
             if owner != ci:
-                negatives.append(text)
-        for rejected in negatives:
+                negatives.append(("generic_short", text))
+        # (g) degenerate text, from its own stream so (a)-(f) stay as they were
+        negatives += degenerate_negatives(reply, turns[k - 1], vocab, degen_rng, max_chars, n=DEGENERATE_PER_PROMPT)
+        for tag, rejected in negatives:
             if rejected.strip() != reply.strip():  # short turns ("lol") repeat; a tie teaches nothing
-                pairs.append(_pair(prompt, reply, rejected))
+                pairs.append(_pair(prompt, reply, rejected, negative=tag))
     return pairs
 
 
@@ -118,6 +246,9 @@ def _summarization_pairs(split: str, seed: int) -> list[dict[str, Any]]:
     examples = data.load_source("aclsum", split)
     rng = random.Random(f"summarization:{split}:{seed}")
     hard_rng = random.Random(f"summarization:{split}:{seed}:hard")  # keeps (a)/(b) as they were
+    degen_rng = random.Random(f"summarization:{split}:{seed}:degenerate")
+    max_chars = max_response_chars("summarization")
+    vocab = split_vocabulary(text for ex in examples for text in (*ex.references, ex.source))
     by_aspect: dict[str, list[data.Example]] = {}
     by_paper: dict[str, dict[str, data.Example]] = {}
     for ex in examples:
@@ -131,26 +262,28 @@ def _summarization_pairs(split: str, seed: int) -> list[dict[str, Any]]:
         paper, aspect = ex.id.rsplit(":", 1)
         chosen = ex.references[0]
         others = [o for o in by_aspect[aspect] if o.id.rsplit(":", 1)[0] != paper]
-        negatives = [o.references[0] for o in rng.sample(others, min(3, len(others)))]
-        negatives += [o.references[0] for a, o in sorted(by_paper[paper].items()) if a != aspect]
+        negatives = [("other_paper", o.references[0]) for o in rng.sample(others, min(3, len(others)))]
+        negatives += [("other_aspect", o.references[0]) for a, o in sorted(by_paper[paper].items()) if a != aspect]
         # reward-hacking negatives
         sentences = list(ex.meta.get("sentences") or [])
         lead = first_sentence(ex.source)
-        negatives.append(lead)  # (c) lead-1, as the LeadAgent copies it
+        negatives.append(("lead", lead))  # (c) lead-1, as the LeadAgent copies it
         if sentences and sentences[0].strip() != lead:
-            negatives.append(sentences[0])
+            negatives.append(("lead", sentences[0]))
         rest = [s for s in sentences[1:] if s.strip() != lead]
         # (d) other sentences of the same abstract, copied (up to 3, random)
-        negatives += hard_rng.sample(rest, min(3, len(rest)))
+        negatives += [("extract", s) for s in hard_rng.sample(rest, min(3, len(rest)))]
         n = hard_rng.randint(2, 4)
         if len(chosen.split()) >= 2 * n:  # (e) truncation of the human summary
-            negatives.append(truncation(chosen, n))
+            negatives.append(("truncation", truncation(chosen, n)))
         other = others[hard_rng.randrange(len(others))].references[0] if others else ""
         if other:  # (f) a generic short phrase: another paper's summary's first words
-            negatives.append(truncation(other, hard_rng.randint(2, 4)))
-        for rejected in negatives:
+            negatives.append(("generic_short", truncation(other, hard_rng.randint(2, 4))))
+        # (g) degenerate text, from its own stream so (a)-(f) stay as they were
+        negatives += degenerate_negatives(chosen, ex.source, vocab, degen_rng, max_chars, n=DEGENERATE_PER_PROMPT)
+        for tag, rejected in negatives:
             if rejected.strip() and rejected.strip() != chosen.strip():
-                pairs.append(_pair(ex.prompt, chosen, rejected))
+                pairs.append(_pair(ex.prompt, chosen, rejected, negative=tag))
     return pairs
 
 
@@ -213,6 +346,68 @@ def builtin_pairs(task: str, split: str, seed: int = 0) -> list[dict[str, Any]]:
     return builders[task](split, seed)
 
 
+# ------------------------------------------------------------------------- policy samples
+
+
+def policy_sample_pairs(samples, judge, min_margin: float = 0.0, batch_size: int = 256) -> list[dict[str, Any]]:
+    """Preference pairs from several policy samples per prompt, labelled by ``judge``.
+
+    ``samples``: records ``{"id", "prompt", "references", "responses": [...]}``. Every pair of
+    distinct responses (after stripping whitespace) of a record whose judge scores differ by at
+    least ``min_margin`` (and by more than 0) becomes a pair, the higher-judged one chosen. Pairs
+    carry ``id``, ``margin``, ``chosen_score`` and ``rejected_score``.
+    """
+    import numpy as np
+
+    from rlhf_gym.rewards.base import as_reward_model
+
+    judge = as_reward_model(judge)
+    if min_margin < 0:
+        raise ValueError(f"min_margin must be >= 0, got {min_margin}")
+    flat_prompts, flat_responses, flat_refs, owner = [], [], [], []
+    records = []
+    for n, record in enumerate(samples):
+        where = f"sample record {n}" + (f" (id {record.get('id')!r})" if isinstance(record, dict) else "")
+        if not isinstance(record, dict):
+            raise ValueError(f"{where}: expected an object")
+        for field in ("prompt", "responses"):
+            if field not in record:
+                raise ValueError(f"{where}: missing field {field!r}")
+        refs = record.get("references") or []
+        if isinstance(refs, str):
+            refs = [refs]
+        responses = record["responses"]
+        if not isinstance(responses, list) or not all(isinstance(r, str) for r in responses):
+            raise ValueError(f"{where}: 'responses' must be a list of strings")
+        distinct = list(dict.fromkeys(r.strip() for r in responses))
+        records.append((record, list(refs), distinct))
+        for response in distinct:
+            flat_prompts.append(record["prompt"])
+            flat_responses.append(response)
+            flat_refs.append(list(refs))
+            owner.append(len(records) - 1)
+    scores = np.zeros(len(flat_responses))
+    for start in range(0, len(flat_responses), batch_size):
+        end = start + batch_size
+        scores[start:end] = judge(flat_prompts[start:end], flat_responses[start:end], flat_refs[start:end])
+    pairs = []
+    position = 0
+    for record, refs, distinct in records:
+        s = scores[position:position + len(distinct)]
+        position += len(distinct)
+        for i in range(len(distinct)):
+            for j in range(i + 1, len(distinct)):
+                margin = abs(float(s[i]) - float(s[j]))
+                if margin <= 0 or margin < min_margin:
+                    continue
+                hi, lo = (i, j) if s[i] > s[j] else (j, i)
+                pair = _pair(record["prompt"], distinct[hi], distinct[lo], refs)
+                pair.update({"id": record.get("id"), "margin": margin, "chosen_score": float(s[hi]),
+                             "rejected_score": float(s[lo]), "judge": getattr(judge, "name", None)})
+                pairs.append(pair)
+    return pairs
+
+
 # ------------------------------------------------------------------------------ files
 
 _HH_ASSISTANT = "\n\nAssistant:"
@@ -262,9 +457,11 @@ def pair_from_record(record: Any, where: str) -> dict[str, Any]:
     else:
         raise ValueError(f"{where}: no 'prompt' field and 'chosen'/'rejected' are not "
                          "hh-rlhf transcripts ('\\n\\nHuman: ... \\n\\nAssistant: ...')")
-    if not chosen.strip() or not rejected.strip():
-        raise ValueError(f"{where}: 'chosen' and 'rejected' responses must be non-empty")
-    return _pair(prompt, chosen, rejected, refs)
+    if not chosen.strip():
+        # an empty *rejected* response is fine: a policy that says nothing should rank last
+        raise ValueError(f"{where}: the 'chosen' response must be non-empty")
+    negative = record.get("negative")
+    return _pair(prompt, chosen, rejected, refs, negative=negative if isinstance(negative, str) else None)
 
 
 def read_preference_file(path: str | Path) -> list[dict[str, Any]]:

@@ -199,47 +199,133 @@ def train_reward_model(
     return metrics
 
 
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """The Wilson score interval for a binomial proportion (95% for the default ``z``)."""
+    if n <= 0:
+        return (float("nan"), float("nan"))
+    p = successes / n
+    denom = 1.0 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, float(centre - half)), min(1.0, float(centre + half)))
+
+
+MIN_EVAL_PAIRS = 20
+
+
+def evaluate_pairs(head: RewardHead, kind: str, pairs: Sequence[dict[str, Any]],
+                   encoder: SentenceEncoder | None = None) -> dict[str, Any]:
+    """Pairwise accuracy of ``head`` on ``pairs``: ``{"n", "correct", "accuracy", "ci95", "by_negative"}``
+    (ties count as wrong; ``by_negative`` splits by the pairs' ``negative`` field when present)."""
+    encoder = encoder or get_encoder()
+    if not pairs:
+        return {"n": 0, "correct": 0, "accuracy": None, "ci95": None, "by_negative": {}}
+    data = PairTensors(kind, encoder, pairs, progress=False)
+    head.eval()
+    with torch.inference_mode():
+        right = (PairTensors.score(head, data.chosen) > PairTensors.score(head, data.rejected)).numpy()
+    out = {"n": len(pairs), "correct": int(right.sum()), "accuracy": float(right.mean()),
+           "ci95": list(wilson_interval(int(right.sum()), len(pairs))), "by_negative": {}}
+    tags = [p.get("negative") for p in pairs]
+    for tag in sorted({t for t in tags if t}):
+        idx = [i for i, t in enumerate(tags) if t == tag]
+        k = int(right[idx].sum())
+        out["by_negative"][tag] = {"n": len(idx), "accuracy": k / len(idx), "ci95": list(wilson_interval(k, len(idx)))}
+    return out
+
+
 def _limit(pairs: list, n: int | None) -> list:
     return pairs if n is None else pairs[:n]
 
 
+def _format_eval(label: str, result: dict[str, Any]) -> str:
+    lo, hi = result["ci95"]
+    line = (f"{label}: pairwise accuracy {result['accuracy']:.4f} on n={result['n']} pairs "
+            f"(95% Wilson CI {lo:.3f}-{hi:.3f})")
+    for tag, r in result["by_negative"].items():
+        line += f"\n    {tag:18s} {r['accuracy']:.3f}  n={r['n']}  CI {r['ci95'][0]:.3f}-{r['ci95'][1]:.3f}"
+    return line
+
+
 def _handle(args) -> int:
-    if (args.task is None) == (args.prefs is None):
-        raise ValueError("give exactly one of --task or --prefs")
+    prefs = list(args.prefs or [])
+    if args.task is None and not prefs:
+        raise ValueError("give --task (built-in pairs), --prefs FILE [FILE ...], or both with --with-builtin")
+    if args.with_builtin and args.task is None:
+        raise ValueError("--with-builtin adds a task's built-in pairs: give --task too")
+    if args.task is not None and prefs and not args.with_builtin:
+        raise ValueError("--task and --prefs together: add --with-builtin to train on both the built-in and the "
+                         "file pairs (or drop one of them)")
+    kind = args.kind or ("reference" if args.task == "translation" else "preference")
+    train: list = []
+    held: dict[str, list] = {}  # held-out groups, reported separately
+    source: dict[str, Any] = {}
     if args.task is not None:
-        kind = args.kind or ("reference" if args.task == "translation" else "preference")
-        train = _limit(builtin_pairs(args.task, args.train_split, args.seed), args.max_pairs)
-        held = _limit(builtin_pairs(args.task, args.eval_split, args.seed), args.max_eval_pairs)
-        source = {"task": args.task, "train_split": args.train_split, "eval_split": args.eval_split}
-    else:
-        kind = args.kind or "preference"
-        pairs = read_preference_file(args.prefs)
+        train += _limit(builtin_pairs(args.task, args.train_split, args.seed), args.max_pairs)
+        held[f"built-in {args.task} {args.eval_split}"] = _limit(
+            builtin_pairs(args.task, args.eval_split, args.seed), args.max_eval_pairs)
+        source.update({"task": args.task, "train_split": args.train_split, "eval_split": args.eval_split})
+    if prefs:
+        file_pairs = [pair for path in prefs for pair in read_preference_file(path)]
         if args.eval_prefs:
-            train, held = pairs, read_preference_file(args.eval_prefs)
+            file_train = file_pairs
         else:  # a 10% hold-out by hash, disjoint from the training pairs' own dev slice
-            train = [p for p in pairs if pair_bucket(p) % 10 != 0]
-            held = [p for p in pairs if pair_bucket(p) % 10 == 0]
-        train, held = _limit(train, args.max_pairs), _limit(held, args.max_eval_pairs)
-        source = {"prefs": str(args.prefs), "eval_prefs": str(args.eval_prefs) if args.eval_prefs else None}
+            file_train = [p for p in file_pairs if pair_bucket(p) % 10 != 0]
+            held["--prefs 10% hold-out"] = _limit([p for p in file_pairs if pair_bucket(p) % 10 == 0],
+                                                  args.max_eval_pairs)
+        train += _limit(file_train, args.max_pairs)
+        source["prefs"] = [str(p) for p in prefs]
+    if args.eval_prefs:
+        for path in args.eval_prefs:
+            held[f"--eval-prefs {path}"] = _limit(read_preference_file(path), args.max_eval_pairs)
+        source["eval_prefs"] = [str(p) for p in args.eval_prefs]
+    n_held = sum(len(v) for v in held.values())
+    if n_held == 0:
+        raise ValueError("no held-out pairs to report an accuracy on: give --eval-prefs FILE or more --prefs pairs")
+    if n_held < MIN_EVAL_PAIRS:
+        print(f"WARNING: only {n_held} held-out pairs (fewer than {MIN_EVAL_PAIRS}): the held-out accuracy below "
+              "is too noisy to mean much; give --eval-prefs FILE with more pairs", file=sys.stderr)
     command = "rlhf-gym train-rm " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 1 else None
+    all_held = [p for group in held.values() for p in group]
     metrics = train_reward_model(
-        train, held, kind, args.out, args.seed, arch=args.arch, hidden=args.hidden, epochs=args.epochs,
+        train, all_held, kind, None, args.seed, arch=args.arch, hidden=args.hidden, epochs=args.epochs,
         lr=args.lr, weight_decay=args.weight_decay, embed_cache=args.embed_cache,
         progress=not args.quiet, extra_metadata={"data": source, "command": command},
     )
-    print(f"held-out pairwise accuracy: {metrics.get('eval_accuracy', float('nan')):.4f} "
-          f"({metrics['pairs']['eval']} pairs; fit {metrics['pairs']['fit']}, dev {metrics['pairs']['dev']}, "
-          f"best epoch {metrics['best_epoch']})")
-    print(f"wrote {args.out} and {Path(args.out).with_suffix('.json')}")
+    head = metrics.pop("head")
+    groups = {label: evaluate_pairs(head, kind, pairs) for label, pairs in held.items() if pairs}
+    metrics["eval_groups"] = groups
+    overall = evaluate_pairs(head, kind, all_held)
+    metrics["eval_ci95"] = overall["ci95"]
+    metrics["eval_by_negative"] = overall["by_negative"]
+    # write the head and its metrics (with the per-group held-out results)
+    out = Path(args.out)
+    save_head(head, out, {"seed": str(args.seed), "encoder": get_encoder().encoder_id})
+    model = EmbeddingRewardModel.from_file(out)
+    metrics["sha256"] = model.sha256
+    metrics["head_bytes"] = out.stat().st_size
+    out.with_suffix(".json").write_text(json.dumps(metrics, indent=2) + "\n")
+    print(f"trained on {metrics['pairs']['fit']} pairs (dev {metrics['pairs']['dev']}, best epoch "
+          f"{metrics['best_epoch']})")
+    print(_format_eval(f"held-out pairwise accuracy (all {n_held})", overall))
+    if len(groups) > 1:
+        for label, result in groups.items():
+            print(_format_eval(f"  {label}", result))
+    print(f"wrote {out} and {out.with_suffix('.json')}")
     return 0
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("train-rm", help="train an embedding reward head (Bradley-Terry) on preference pairs")
-    src = p.add_argument_group("data (one of)")
+    src = p.add_argument_group("data")
     src.add_argument("--task", choices=TASKS, help="built-in pairs from the task's pack")
-    src.add_argument("--prefs", help="JSONL preference file (prompt/chosen/rejected, or hh-rlhf transcripts)")
-    p.add_argument("--eval-prefs", help="held-out preference file (default: 10%% of --prefs by hash)")
+    src.add_argument("--prefs", nargs="+", action="extend", metavar="FILE",
+                     help="JSONL preference files (prompt/chosen/rejected, or hh-rlhf transcripts); repeatable")
+    src.add_argument("--with-builtin", action="store_true",
+                     help="with --task and --prefs: train on the task's built-in pairs plus the file pairs")
+    p.add_argument("--eval-prefs", nargs="+", action="extend", metavar="FILE",
+                   help="held-out preference files, reported with n and a 95%% Wilson interval "
+                        "(default: 10%% of --prefs by hash)")
     p.add_argument("--train-split", default="train", help="split for built-in training pairs (default train)")
     p.add_argument("--eval-split", default="validation", help="split for built-in held-out pairs (default validation)")
     p.add_argument("--kind", choices=KINDS, help="preference (reference-free) or reference (default by task)")
@@ -250,8 +336,8 @@ def register(subparsers) -> None:
     p.add_argument("--epochs", type=int, default=100, help="maximum epochs (early stopping on a dev slice)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--weight-decay", type=float, default=0.05)
-    p.add_argument("--max-pairs", type=int, default=None, help="cap on training pairs (embedding is the cost)")
-    p.add_argument("--max-eval-pairs", type=int, default=None, help="cap on held-out pairs")
+    p.add_argument("--max-pairs", type=int, default=None, help="cap on training pairs, per source (embedding is the cost)")
+    p.add_argument("--max-eval-pairs", type=int, default=None, help="cap on held-out pairs (per group)")
     p.add_argument("--embed-cache", default=None, help="pickle file to reuse embeddings across runs")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(handler=_handle)

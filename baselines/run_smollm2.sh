@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Reproduces every committed SmolLM2 result under baselines/ (v1 envs, 2 CPU cores, offline):
+#   1. proxy reward heads: SmolLM2 samples on train prompts, labelled by the gold judge
+#      (synthetic-gold protocol of Gao et al. 2022), plus the built-in reference/corruption and
+#      degenerate-text pairs; held-out accuracy on gold-labelled validation-prompt pairs;
+#   2. SmolLM2 zero-shot and best-of-4 on the test split (first 100 examples);
+#   3. PPO (LoRA) from SmolLM2 against the proxy, snapshots every 4 iterations; the snapshot is
+#      chosen on validation prompts by the gold judge (never on test); bench of the chosen policy
+#      against its SmolLM2 start on test.
+# Every step skips work already done (resumable after a kill). One thread per job so two jobs can
+# share the two cores without thrashing.
+set -euo pipefail
+export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+R=baselines/smollm2
+P=runs/proxy
+mkdir -p "$R" "$P"
+TASKS=${TASKS:-"dialogue summarization"}
+N_TEST=${N_TEST:-100}
+step=${1:-all}
+cap() { tr '[:lower:]' '[:upper:]' <<< "${1:0:1}"; }
+Name() { echo "$(cap "$1")${1:1}"; }
+
+proxy() {  # $1 = task
+  local t=$1 T; T=$(Name "$1")
+  rlhf-gym sample --env rlhf_gym/$T-v0 --policy smollm2 --split train --limit 80 --k 4 --temperature 0.7 \
+    --batch-size 8 --out $P/${t}_train.jsonl
+  rlhf-gym sample --env rlhf_gym/$T-v0 --policy smollm2 --split validation --limit 32 --k 4 --temperature 0.7 \
+    --batch-size 8 --seed 1 --out $P/${t}_val.jsonl
+  rlhf-gym label-pairs --env rlhf_gym/$T-v0 --samples $P/${t}_train.jsonl --out $P/${t}_train_pairs.jsonl
+  rlhf-gym label-pairs --env rlhf_gym/$T-v0 --samples $P/${t}_val.jsonl --out $P/${t}_val_pairs.jsonl
+  rlhf-gym train-rm --quiet --embed-cache /tmp/rmwork/cache.pkl --task $t --with-builtin \
+    --prefs $P/${t}_train_pairs.jsonl --eval-prefs $P/${t}_val_pairs.jsonl \
+    --arch mlp --seed 0 --max-pairs 6000 --max-eval-pairs 2000 --out rlhf_gym/assets/reward_heads/${t}_proxy_v1.safetensors
+}
+
+zeroshot() {
+  local t=$1 T; T=$(Name "$1")
+  [ -f $R/zeroshot_$t.json ] || rlhf-gym bench --agent smollm2 --envs rlhf_gym/$T-v1 --limit $N_TEST --batch-size 16 \
+    --out $R/zeroshot_$t.json
+  [ -f $R/bon4_$t.json ] || rlhf-gym bench --agent bon:smollm2,n=4,temperature=0.7 --vs smollm2 --envs rlhf_gym/$T-v1 \
+    --limit $N_TEST --batch-size 8 --out $R/bon4_$t.json
+}
+
+ppo() {
+  local t=$1 T; T=$(Name "$1")
+  local resume=""; [ -f runs/ppo_smollm2_$t/checkpoint/state.pt ] && resume="--resume"
+  rlhf-gym train ppo --env rlhf_gym/$T-v1 --policy smollm2 --preset cpu-smollm2 --temperature 0.7 \
+    --iterations ${ITERS:-16} --out runs/ppo_smollm2_$t $resume
+}
+
+select_and_bench() {
+  local t=$1 T; T=$(Name "$1")
+  .venv/bin/python baselines/select_snapshot.py --run runs/ppo_smollm2_$t --env rlhf_gym/$T-v1 --limit 32 \
+    --out $R/ppo_${t}_selection.json
+  local best; best=$(.venv/bin/python -c "import json;print(json.load(open('$R/ppo_${t}_selection.json'))['chosen'])")
+  mkdir -p $R/ppo_$t && cp -r "$best"/. $R/ppo_$t/
+  cp runs/ppo_smollm2_$t/metrics.jsonl runs/ppo_smollm2_$t/curves.png $R/ppo_$t/ 2>/dev/null || true
+  [ -f $R/ppo_vs_smollm2_$t.json ] || rlhf-gym bench --agent ppo:$R/ppo_$t --vs smollm2 --envs rlhf_gym/$T-v1 \
+    --limit $N_TEST --batch-size 16 --out $R/ppo_vs_smollm2_$t.json
+}
+
+for t in $TASKS; do
+  case $step in
+    proxy) proxy $t ;;
+    zeroshot) zeroshot $t ;;
+    ppo) ppo $t ;;
+    select) select_and_bench $t ;;
+    all) proxy $t; zeroshot $t; ppo $t; select_and_bench $t ;;
+  esac
+done
