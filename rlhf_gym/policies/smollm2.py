@@ -162,8 +162,8 @@ def _load_from_gguf(gguf: Path):
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     except ImportError as err:
-        raise ImportError(f"reading {gguf.name} needs the `gguf` and `accelerate` packages "
-                          f"(core dependencies of rlhf-gym: pip install 'gguf>=0.10' 'accelerate>=1.0'): {err}") from err
+        raise ImportError(f"reading {gguf.name} needs the `gguf` and `accelerate` packages (core dependencies "
+                          f"of rlhf-gym: pip install 'gguf>=0.10' 'accelerate>=1.0'): {err}") from err
     return tok, model
 
 
