@@ -61,6 +61,9 @@ def register(subparsers) -> None:
     p.add_argument("--predictions", required=True)
     p.add_argument("--vs-predictions", default=None)
     p.add_argument("--split", default="test")
+    p.add_argument("--limit", type=int, default=None, help="the first N examples of the split (as bench --limit)")
+    p.add_argument("--reward", default=None, help="reward spec replacing the env's default reward model")
+    p.add_argument("--safety-coef", type=float, default=0.0, help="the env's safety penalty coefficient")
     p.add_argument("--out", default="scores.json")
     p.set_defaults(handler=cmd_score)
 
@@ -176,7 +179,10 @@ def cmd_score(args) -> int:
     vs = read_predictions(args.vs_predictions) if args.vs_predictions else None
     results = new_results({"spec": f"predictions:{args.predictions}", "name": Path(args.predictions).stem},
                           {"spec": f"predictions:{args.vs_predictions}"} if vs else None)
-    block = score_predictions(args.env, predictions, split=args.split, vs_predictions=vs, show_progress=True)
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit must be >= 1, got {args.limit}")
+    block = score_predictions(args.env, predictions, split=args.split, vs_predictions=vs, show_progress=True,
+                              limit=args.limit, reward=args.reward, safety_coef=args.safety_coef)
     results["envs"][block["env_id"]] = block
     write_json_atomic(args.out, results)
     print_results_table(results)

@@ -7,6 +7,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# Import the CLI (and with it torch/transformers, which bind logging handlers to the sys.stderr of
+# the moment) once here, not first inside a test whose captured stream pytest closes afterwards.
+import rlhf_gym.cli  # noqa: E402,F401
+import rlhf_gym.loop  # noqa: E402,F401
+import transformers  # noqa: E402,F401
+
 
 @pytest.fixture
 def tiny_task(tmp_path):

@@ -1,0 +1,46 @@
+"""Print the SmolLM2 tables of baselines/README.md from the committed result files.
+
+    python baselines/smollm2_table.py
+"""
+
+import json
+from pathlib import Path
+
+R = Path(__file__).resolve().parent / "smollm2"
+
+
+def row(label: str, path: Path, env: str) -> str | None:
+    if not path.exists():
+        return None
+    block = json.loads(path.read_text())["envs"][env]
+    m = block["metrics"]
+    vs = m.get("win_rate_vs_agent")
+    vs_text = f"{vs['mean']:.3f} [{vs['ci_low']:.2f}, {vs['ci_high']:.2f}]" if vs else "-"
+    return (f"| {env.split('/')[1]} | {label} | {block['n']} | {m['bleu']:.2f} | {m['chrf']:.2f} | {m['rouge1']:.2f} | "
+            f"{m['rouge2']:.2f} | {m['rougeL']:.2f} | {m['reward_mean']:.3f} | {m['judge_mean']:.3f} | {vs_text} | "
+            f"{m['length']['median_words']:g} | {m['most_repeated_share']['share']:.2f} |")
+
+
+def main() -> None:
+    print("| env | policy | n | BLEU | chrF | R-1 | R-2 | R-L | proxy reward | gold mean | gold win vs SmolLM2 zero-shot [95% CI] | median words | most-repeated share |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for task in ("dialogue", "summarization"):
+        env = f"rlhf_gym/{task.capitalize()}-v1"
+        for label, name in (("SmolLM2 zero-shot (greedy)", f"zeroshot_{task}.json"),
+                            ("best-of-4 (T=0.7, proxy-picked)", f"bon4_vs_smollm2_{task}.json"),
+                            ("PPO LoRA, val-chosen snapshot (greedy)", f"ppo_vs_smollm2_{task}.json")):
+            line = row(label, R / name, env)
+            if line is None and name.startswith("bon4_vs"):
+                line = row(label, R / f"bon4_{task}.json", env)
+            if line:
+                print(line)
+    sel = R / "ppo_dialogue_selection.json"
+    if sel.exists():
+        print()
+        for r in json.loads(sel.read_text())["rows"]:
+            print(f"| {r['iteration']} | {r['kl']:.3f} | {r['proxy_mean']:.3f} | {r['gold_mean']:.3f} | "
+                  f"{r['median_words']:g} | {r['most_repeated_share']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
