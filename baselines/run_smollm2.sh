@@ -4,7 +4,7 @@
 #      (synthetic-gold protocol of Gao et al. 2022), plus the built-in reference/corruption and
 #      degenerate-text pairs; held-out accuracy on gold-labelled validation-prompt pairs;
 #   2. SmolLM2 zero-shot and best-of-4 on the test split (first 100 examples);
-#   3. PPO (LoRA) from SmolLM2 against the proxy, snapshots every 4 iterations; the snapshot is
+#   3. PPO (LoRA, 12 iterations) from SmolLM2 against the proxy, snapshots every 4 iterations; the snapshot is
 #      chosen on validation prompts by the gold judge (never on test); bench of the chosen policy
 #      against its SmolLM2 start on test.
 # Every step skips work already done (resumable after a kill). One thread per job so two jobs can
@@ -33,19 +33,32 @@ proxy() {  # $1 = task
     --arch mlp --seed 0 --max-pairs 6000 --max-eval-pairs 2000 --out rlhf_gym/assets/reward_heads/${t}_proxy_v1.safetensors
 }
 
+preds() {  # $1 = results file, $2 = env id -> {id, prediction} JSONL on stdout
+  python -c "import json,sys; d=json.load(open('$1')); [print(json.dumps({'id': g['id'], 'prediction': g['prediction']})) for g in d['envs']['$2']['generations']]"
+}
+
+vs_zeroshot() {  # $1 = task, $2 = name of a bench file in $R: its gold win rate against the zero-shot outputs
+  local t=$1 T; T=$(Name "$1")
+  preds $R/$2_$t.json rlhf_gym/$T-v1 > $P/$2_$t.preds.jsonl
+  preds $R/zeroshot_$t.json rlhf_gym/$T-v1 > $P/zeroshot_$t.preds.jsonl
+  rlhf-gym score --env rlhf_gym/$T-v1 --limit $N_TEST --predictions $P/$2_$t.preds.jsonl \
+    --vs-predictions $P/zeroshot_$t.preds.jsonl --out $R/$3_$t.json
+}
+
 zeroshot() {
   local t=$1 T; T=$(Name "$1")
   [ -f $R/zeroshot_$t.json ] || rlhf-gym bench --agent smollm2 --envs rlhf_gym/$T-v1 --limit $N_TEST --batch-size 16 \
     --out $R/zeroshot_$t.json
-  [ -f $R/bon4_$t.json ] || rlhf-gym bench --agent bon:smollm2,n=4,temperature=0.7 --vs smollm2 --envs rlhf_gym/$T-v1 \
+  [ -f $R/bon4_$t.json ] || rlhf-gym bench --agent bon:smollm2,n=4,temperature=0.7 --envs rlhf_gym/$T-v1 \
     --limit $N_TEST --batch-size 8 --out $R/bon4_$t.json
+  vs_zeroshot $t bon4 bon4_vs_smollm2
 }
 
 ppo() {
   local t=$1 T; T=$(Name "$1")
   local resume=""; [ -f runs/ppo_smollm2_$t/checkpoint/state.pt ] && resume="--resume"
   rlhf-gym train ppo --env rlhf_gym/$T-v1 --policy smollm2 --preset cpu-smollm2 --temperature 0.7 \
-    --iterations ${ITERS:-16} --out runs/ppo_smollm2_$t $resume
+    --iterations ${ITERS:-12} --out runs/ppo_smollm2_$t $resume
 }
 
 select_and_bench() {
@@ -54,9 +67,10 @@ select_and_bench() {
     --out $R/ppo_${t}_selection.json
   local best; best=$(.venv/bin/python -c "import json;print(json.load(open('$R/ppo_${t}_selection.json'))['chosen'])")
   mkdir -p $R/ppo_$t && cp -r "$best"/. $R/ppo_$t/
-  cp runs/ppo_smollm2_$t/metrics.jsonl runs/ppo_smollm2_$t/curves.png $R/ppo_$t/ 2>/dev/null || true
-  [ -f $R/ppo_vs_smollm2_$t.json ] || rlhf-gym bench --agent ppo:$R/ppo_$t --vs smollm2 --envs rlhf_gym/$T-v1 \
-    --limit $N_TEST --batch-size 16 --out $R/ppo_vs_smollm2_$t.json
+  cp runs/ppo_smollm2_$t/metrics.jsonl runs/ppo_smollm2_$t/ppo_config.json $R/ppo_$t/
+  [ -f $R/ppo_${t}_test.json ] || rlhf-gym bench --agent ppo:$R/ppo_$t --envs rlhf_gym/$T-v1 \
+    --limit $N_TEST --batch-size 16 --out $R/ppo_${t}_test.json
+  vs_zeroshot $t ppo ppo_vs_smollm2
 }
 
 for t in $TASKS; do
