@@ -18,9 +18,11 @@ def register(subparsers) -> None:
     p.set_defaults(handler=cmd_data)
 
     p = subparsers.add_parser("bench", help="run the benchmark suite on an agent")
-    p.add_argument("--agent", default="lead", help="agent spec: reference, lead, retrieval, hf:PATH, ppo:DIR, "
+    p.add_argument("--agent", default="lead", help="agent spec: reference, lead, retrieval, smollm2[,temperature=T], "
+                                                   "hf:PATH, ppo:DIR, rloo:DIR, sft:DIR, bon:POLICY,n=4, "
                                                    "module:Class, file.py:Class (default: lead)")
-    p.add_argument("--envs", nargs="+", default=None, help="env ids (default: all utterance-level envs)")
+    p.add_argument("--envs", nargs="+", default=None,
+                   help="env ids (default: the newest version of every utterance-level task)")
     p.add_argument("--vs", default=None, help="a second agent spec to compute the win rate against")
     p.add_argument("--split", default="test")
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N examples only (not a valid submission)")
