@@ -260,7 +260,7 @@ def generate(agent, examples: Sequence[Example], batch_size: int = 32, desc: str
                      for ex in batch]
         responses = agent.act(observations, infos)
         if responses is None or isinstance(responses, str) or len(responses) != len(batch):
-            got = "None" if responses is None else (f"a str" if isinstance(responses, str) else f"{len(responses)} responses")
+            got = "None" if responses is None else ("a str" if isinstance(responses, str) else f"{len(responses)} responses")
             raise ValueError(f"agent {agent.name!r} returned {got} for {len(batch)} prompts; act() must return a "
                              "list of response strings, one per observation")
         for ex, response in zip(batch, responses):

