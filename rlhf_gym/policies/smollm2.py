@@ -197,8 +197,12 @@ def convert(gguf: str | Path, out: str | Path, sha256: str | None = None, progre
     if getattr(model, "hf_quantizer", None) is not None:
         model.hf_quantizer = None
     model = model.float().eval()
-    if tok.eos_token != EOS_TOKEN or tok.convert_tokens_to_ids(PAD_TOKEN) is None:
-        raise RuntimeError(f"unexpected tokenizer in {gguf.name}: eos={tok.eos_token!r}")
+    vocab = tok.get_vocab()
+    if EOS_TOKEN not in vocab or PAD_TOKEN not in vocab:
+        raise RuntimeError(f"unexpected tokenizer in {gguf.name}: no {EOS_TOKEN!r} or {PAD_TOKEN!r} in its vocabulary")
+    # A ChatML turn ends at <|im_end|>; some transformers versions (5.17) read the GGUF's eos as
+    # <|im_start|>, which would never stop a reply: set it explicitly.
+    tok.eos_token = EOS_TOKEN
     tok.pad_token = PAD_TOKEN
     tok.padding_side = "left"
     tok.model_max_length = CONTEXT
