@@ -8,6 +8,11 @@ wins under the training reward but loses under the held-out judge, the reward is
 
 The policy is an rlhf-gym policy directory or any ``resolve_policy`` spec (``smollm2``,
 ``hf:MODEL``); a spec needs the ``env_id`` it is prompted for (the bench passes its task's).
+
+Under ``bench``/``score`` the agent is bound to the bench's env scorer (``bind_env``): the n
+candidates are scored by stepping that env (its reward model + safety penalty + action-validity
+rule), the same reward path PPO trains on and the bench reports. Called directly (no env), it
+scores with its reward model.
 """
 
 from __future__ import annotations
@@ -38,12 +43,25 @@ class BestOfNAgent:
         self.batch_size = int(batch_size)
         # The reward model of the policy's env: the TRAINING reward, never the bench judge.
         self.reward_model = reward_model if reward_model is not None else task_reward(self.meta.env_id, reward)
+        self.reward_spec = reward if reward_model is None else None
         self.name = f"bon:{Path(path).name},n={self.n}"
+        self.env_scorer = None
+
+    def bind_env(self, scorer) -> None:
+        """Score candidates by stepping ``scorer``'s env (an ``EnvScorer``): same split and safety
+        penalty; the reward is this agent's reward spec when it names one other than the env's."""
+        from rlhf_gym.evaluation import EnvScorer
+
+        if self.reward_spec is None:  # an explicit reward_model object: keep scoring with it
+            return
+        reward = scorer.reward if self.reward_spec == "builtin" else self.reward_spec
+        self.env_scorer = EnvScorer(scorer.task, scorer.split, reward=reward, safety_coef=scorer.safety_coef,
+                                    batch_size=scorer.batch_size)
 
     def act(self, observations: Sequence[str], infos: Sequence[dict] | None = None) -> list[str]:
         import torch
 
-        from rlhf_gym.ppo.rollout import sample, score
+        from rlhf_gym.ppo.rollout import fit_action, sample, score
 
         torch.manual_seed(self.seed)
         infos = infos or [{} for _ in observations]
@@ -55,9 +73,15 @@ class BestOfNAgent:
                                         max_new_tokens=self.max_new_tokens, temperature=self.temperature,
                                         num_return_sequences=self.n)
             rep = lambda xs: [x for x in xs for _ in range(self.n)]  # noqa: E731 - prompt-major like generate
-            # One batched reward call for all n samples of the batch's prompts. Reference-free
-            # reward models ignore refs; metric rewards need them from infos.
-            _, scores = score(self.reward_model, rep(prompts), texts, rep(refs), has_eos)
+            indices = [(info or {}).get("index") for info in infos[i:i + self.batch_size]]
+            if self.env_scorer is not None and None not in indices:
+                # the env's reward for every candidate: one step of its vector env per chunk
+                texts = [fit_action(t, self.env_scorer.task.max_response_chars) for t in texts]
+                scores, _ = self.env_scorer.score([int(x) for x in rep(indices)], texts)
+            else:
+                # One batched reward call for all n samples of the batch's prompts. Reference-free
+                # reward models ignore refs; metric rewards need them from infos.
+                _, scores = score(self.reward_model, rep(prompts), texts, rep(refs), has_eos)
             best = np.asarray(scores).reshape(len(prompts), self.n).argmax(1)
             chosen.extend(texts[j * self.n + int(b)] for j, b in enumerate(best))
         return chosen

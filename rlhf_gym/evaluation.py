@@ -247,6 +247,8 @@ def generate(agent, examples: Sequence[Example], batch_size: int = 32, desc: str
     """Run an agent over examples in batches; returns ``{"id", "prediction"}`` records. With a
     ``scorer`` the agent sees exactly what the env's ``reset`` shows (observations and infos)."""
     out = []
+    if scorer is not None and hasattr(agent, "bind_env"):
+        agent.bind_env(scorer)  # agents that score candidates (best-of-n) use the env's reward path
     chunks = range(0, len(examples), batch_size)
     for start in _progress(chunks, len(chunks), desc, show_progress):
         batch = examples[start:start + batch_size]

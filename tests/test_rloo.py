@@ -80,3 +80,34 @@ def test_rloo_advantages_are_whitened_per_sequence():
     expected = (raw - raw.mean()) / raw.std()
     assert torch.allclose(whitened, expected, atol=1e-6)
     assert abs(float(whitened.mean())) < 1e-6 and abs(float(whitened.std()) - 1) < 1e-5
+
+
+def test_best_of_n_scores_candidates_by_stepping_the_env(policy_dir, tmp_path, monkeypatch):
+    """Under bench, best-of-n picks by the env's reward (its reward spec + safety penalty, stepped
+    through the vector env), not by a reward model called on the side."""
+    from rlhf_gym.evaluation import EnvScorer
+    from rlhf_gym.tasks import get_task
+
+    log = tmp_path / "calls.jsonl"
+    reward_file = tmp_path / "reward.py"
+    reward_file.write_text(
+        "import json, os\n"
+        "def score(prompts, responses, references):\n"
+        "    out = [float(sum(c in 'aeiou' for c in r)) for r in responses]\n"
+        "    with open(os.environ['BON_LOG'], 'a') as fh:\n"
+        "        for p, r, s in zip(prompts, responses, out):\n"
+        "            fh.write(json.dumps([p, r, s]) + '\\n')\n"
+        "    return out\n")
+    monkeypatch.setenv("BON_LOG", str(log))
+    task = get_task(toy_env_id())
+    scorer = EnvScorer(task, "train", reward=f"{reward_file}:score", safety_coef=0.0)
+    agent = BestOfNAgent(policy_dir, n=3, reward="builtin")
+    agent.bind_env(scorer)
+    observations, infos = scorer.observe([0, 1])
+    chosen = agent.act(observations, infos)
+    calls = [tuple(x) for x in map(__import__("json").loads, log.read_text().splitlines())]
+    assert len(calls) == 6  # every candidate went through the env's reward, once
+    for j, text in enumerate(chosen):
+        group = calls[3 * j:3 * j + 3]
+        assert all(p == observations[j] for p, _, _ in group)  # the env's observation is the prompt
+        assert text == max(group, key=lambda c: c[2])[1]
