@@ -17,6 +17,7 @@ SUBCOMMAND_MODULES = [
     "rlhf_gym.baselines_cli",
     "rlhf_gym.leaderboard.cli",
     "rlhf_gym.loop",
+    "rlhf_gym.remote.server",
 ]
 
 

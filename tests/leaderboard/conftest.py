@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import copy
 import json
-import socket
-import threading
-import time
 
 import pytest
 
@@ -87,40 +84,3 @@ def verifier(evaluation):
     from rlhf_gym.leaderboard.service import Verifier
 
     return Verifier(max_parallel=4)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class LiveServer:
-    """Real uvicorn on 127.0.0.1 in a background thread."""
-
-    def __init__(self, app):
-        import uvicorn
-
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", log_config=None,
-                                                   limit_concurrency=1000))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc):
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-
-
-@pytest.fixture
-def live_server():
-    return LiveServer
