@@ -11,10 +11,17 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("envs", help="list the registered environments")
     p.set_defaults(handler=cmd_envs)
 
-    p = subparsers.add_parser("data", help="print an env's examples as JSONL (id, prompt, references)")
+    p = subparsers.add_parser("data", help="print an env's examples as JSONL (id, prompt, references), or as a "
+                                           "TRL / verl prompt dataset")
     p.add_argument("--env", required=True, help="env id, e.g. rlhf_gym/Summarization-v0")
-    p.add_argument("--split", default="test", help="train, validation or test (default: test)")
+    p.add_argument("--split", default=None, help="train, validation or test (default: test; train for trl/verl)")
     p.add_argument("--limit", type=int, default=None, help="print only the first N examples")
+    p.add_argument("--format", default="examples", choices=["examples", "trl", "trl-chat", "verl"],
+                   help="examples (default); trl: {prompt, example_id} for TRL's GRPO/RLOO with "
+                        "rlhf_gym.integrations.trl.make_reward_func; trl-chat: the same with the prompt as chat "
+                        "messages; verl: verl's RL dataset rows (data_source, prompt, reward_model, extra_info)")
+    p.add_argument("--policy", default=None, help="trl/verl: format prompts as the project's trainers do for this "
+                                                  "policy (smollm2, hf:PATH, a policy directory)")
     p.set_defaults(handler=cmd_data)
 
     p = subparsers.add_parser("bench", help="run the benchmark suite on an agent")
@@ -86,9 +93,23 @@ def cmd_envs(args) -> int:
 def cmd_data(args) -> int:
     from rlhf_gym.tasks import get_task
 
-    examples = get_task(args.env).examples(args.split)
-    for ex in examples[: args.limit] if args.limit else examples:
-        sys.stdout.write(json.dumps(ex.to_json(), ensure_ascii=False) + "\n")
+    if args.format != "examples":
+        from rlhf_gym.integrations.trl import prompt_records
+        from rlhf_gym.integrations.verl import verl_records
+
+        split = args.split or "train"
+        if args.format == "verl":
+            records = verl_records(args.env, split, limit=args.limit, policy=args.policy)
+        else:
+            records = prompt_records(args.env, split, conversational=args.format == "trl-chat", limit=args.limit,
+                                     policy=args.policy)
+    else:
+        if args.policy:
+            raise ValueError("--policy formats trl/verl prompts; add --format trl, trl-chat or verl")
+        examples = get_task(args.env).examples(args.split or "test")
+        records = [ex.to_json() for ex in (examples[: args.limit] if args.limit else examples)]
+    for record in records:
+        sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
     return 0
 
 
