@@ -103,7 +103,7 @@ class EnvService:
             self.max_response_chars = int(probe.action_space.max_length)
             self.max_prompt_chars = int(probe.observation_space.max_length)
             task = probe.unwrapped.task
-            self.description, self.version = task.description, task.version
+            self.description, self.version, self.kind = task.description, task.version, task.kind
             self.split, self.n_examples = probe.unwrapped.split, len(probe.unwrapped.examples)
             self.reward_name = getattr(probe.unwrapped.reward_fn.reward_model, "name", None)
         finally:
@@ -232,7 +232,7 @@ class EnvService:
 
     def metadata(self) -> dict[str, Any]:
         return {"name": self.env_id, "env_id": self.env_id, "description": self.description,
-                "version": str(self.version), "protocol": protocol.PROTOCOL_VERSION, "split": self.split,
+                "version": str(self.version), "kind": self.kind, "protocol": protocol.PROTOCOL_VERSION, "split": self.split,
                 "n_examples": self.n_examples, "max_response_chars": self.max_response_chars,
                 "max_prompt_chars": self.max_prompt_chars, "reward": self.reward_name,
                 "env_kwargs": {k: v if isinstance(v, (str, int, float, bool, type(None))) else repr(v)
