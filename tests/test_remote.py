@@ -195,6 +195,8 @@ def test_websocket_follows_openenv_messages(server, serve_task):
         assert reply["data"]["observation"]["text"] == obs and reply["data"]["metadata"] == info
         state = call({"type": "state"})
         assert state["type"] == "state" and state["data"]["step_count"] == 1 and state["data"]["example_id"] == info["example_id"]
+        reply = call({"type": "reset", "data": {"seed": -2}})
+        assert reply["data"]["status"] == 422 and "bad reset data" in reply["data"]["message"]
         assert call({"type": "dance"})["data"]["code"] == "UNKNOWN_TYPE"
         ws.send("not json")
         assert json.loads(ws.recv())["data"]["code"] == "INVALID_JSON"

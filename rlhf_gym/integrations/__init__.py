@@ -10,7 +10,8 @@ its own example (``rlhf-gym data --format trl|trl-chat|verl`` writes such datase
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

@@ -17,7 +17,8 @@ example (references, reward-model input). TRL itself is not imported here.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from rlhf_gym.integrations import ID_COLUMN, ExampleScorer, formatted_prompt
 

@@ -17,7 +17,8 @@ trains on the reward ``bench`` reports. verl itself is not imported here.
 from __future__ import annotations
 
 import threading
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from rlhf_gym.integrations import ID_COLUMN, ExampleScorer, formatted_prompt
 

@@ -60,7 +60,6 @@ class RemoteEnv(gym.Env[str, str]):
         if env_id is not None and env_id not in (served, served.split("/", 1)[-1]):
             raise ValueError(f"the server at {self.url} serves {served}, not {env_id}")
         self.env_id = served
-        self.spec = None
         self.observation_space = text_space(self.server["max_prompt_chars"], min_length=1)
         self.action_space = text_space(self.server["max_response_chars"])
 

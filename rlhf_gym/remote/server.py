@@ -245,7 +245,7 @@ def create_app(env_id: str, *, max_sessions: int = 64, session_timeout_s: float 
     try:
         from fastapi import Body, FastAPI, Query, Request, WebSocket, WebSocketDisconnect
         from fastapi.responses import JSONResponse
-        from pydantic import BaseModel, ConfigDict, Field
+        from pydantic import BaseModel, ConfigDict, Field, ValidationError
         from starlette.concurrency import run_in_threadpool
     except ImportError as err:
         raise ImportError(f"serve-env needs fastapi; {SERVER_EXTRA_HINT}") from err
@@ -256,11 +256,13 @@ def create_app(env_id: str, *, max_sessions: int = 64, session_timeout_s: float 
         def render(self, content: Any) -> bytes:
             return protocol.dumps(content).encode("utf-8")
 
-    class ResetRequest(BaseModel):
+    class ResetData(BaseModel):  # a WebSocket reset's data
         model_config = ConfigDict(extra="forbid")
         seed: int | None = Field(default=None, ge=0)
         options: dict[str, Any] | None = None
         episode_id: str | None = Field(default=None, max_length=255)
+
+    class ResetRequest(ResetData):  # an HTTP reset names its session
         session_id: str | None = None
 
     class StepRequest(BaseModel):
@@ -308,7 +310,7 @@ def create_app(env_id: str, *, max_sessions: int = 64, session_timeout_s: float 
         session = service.open("http") if opened else service.get(request.session_id)
         try:
             payload = service.reset(session, request.seed, request.options, request.episode_id)
-        except ServeError:
+        except Exception:
             if opened:  # a session whose first reset failed is of no use to anyone
                 service.close(session.id)
             raise
@@ -355,15 +357,12 @@ def create_app(env_id: str, *, max_sessions: int = 64, session_timeout_s: float 
                 data = message.get("data") if isinstance(message, dict) else None
                 try:
                     if kind == "reset":
-                        data = data or {}
-                        if not isinstance(data, dict) or set(data) - {"seed", "options", "episode_id"}:
-                            raise ServeError(422, VALIDATION_ERROR, "reset data must be an object with optional "
-                                                                    "seed, options, episode_id")
-                        seed = data.get("seed")
-                        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
-                            raise ServeError(422, VALIDATION_ERROR, f"seed must be a non-negative integer, got {seed!r}")
-                        payload = await run_in_threadpool(service.reset, session, seed, data.get("options"),
-                                                          data.get("episode_id"))
+                        try:
+                            request = ResetData.model_validate(data or {})
+                        except ValidationError as err:
+                            raise ServeError(422, VALIDATION_ERROR, f"bad reset data: {err}") from None
+                        payload = await run_in_threadpool(service.reset, session, request.seed, request.options,
+                                                          request.episode_id)
                         reply = {"type": "observation", "data": payload}
                     elif kind == "step":
                         payload = await run_in_threadpool(service.step, session, data)
