@@ -28,18 +28,31 @@ def main() -> None:
         env = f"rlhf_gym/{task.capitalize()}-v1"
         for label, name in (("SmolLM2 zero-shot (greedy)", f"zeroshot_{task}.json"),
                             ("best-of-4 (T=0.7, proxy-picked)", f"bon4_vs_smollm2_{task}.json"),
-                            ("PPO LoRA, val-chosen snapshot (greedy)", f"ppo_vs_smollm2_{task}.json")):
+                            ("PPO LoRA, val-chosen snapshot (greedy)", f"ppo_vs_smollm2_{task}.json"),
+                            ("PPO LoRA on a GPU, 64/iter, val-chosen (greedy)", f"ppo_gpu_vs_smollm2_{task}.json")):
             line = row(label, R / name, env)
             if line is None and name.startswith("bon4_vs"):
                 line = row(label, R / f"bon4_{task}.json", env)
             if line:
                 print(line)
-    sel = R / "ppo_dialogue_selection.json"
-    if sel.exists():
-        print()
+    for name in ("ppo_dialogue_selection.json", "ppo_gpu_dialogue_selection.json"):
+        sel = R / name
+        if not sel.exists():
+            continue
+        print(f"\n{name}:")
         for r in json.loads(sel.read_text())["rows"]:
             print(f"| {r['iteration']} | {r['kl']:.3f} | {r['proxy_mean']:.3f} | {r['gold_mean']:.3f} | "
                   f"{r['median_words']:g} | {r['most_repeated_share']:.2f} |")
+    timing = R / "gpu" / "gpu_preset_timing.json"
+    if timing.exists():
+        t = json.loads(timing.read_text())
+        print(f"\n{t['device']}")
+        print("| mode | batch | tokens/s | samples/s | rollout s | update s | iteration s | peak GPU memory (MiB) |")
+        print("|---|---|---|---|---|---|---|---|")
+        for mode, run in t["runs"].items():
+            r = run["iterations"][-1]
+            print(f"| {mode} | {run['batch_size']} | {r['tokens_per_second']:.0f} | {r['samples_per_second']:.1f} | "
+                  f"{r['time_rollout']:.2f} | {r['time_update']:.2f} | {r['time_iteration']:.2f} | {r['peak_memory_mb']:.0f} |")
 
 
 if __name__ == "__main__":
