@@ -1,6 +1,7 @@
 """``bench --executor ray`` against the single-process bench on the same config, side by side.
 
-    python benchmarks/bench_ray_executor.py --limit 50 --num-cpus 2 --out benchmarks/ray_bench.json
+    python benchmarks/bench_ray_executor.py --agent retrieval --vs lead --limit 50 --num-cpus 2 \
+        --out benchmarks/ray_bench.json
 
 Runs the two CLI commands one after the other (each a fresh process, so Ray's start-up and every
 worker's model loading are counted), checks that the two results files hold the same env blocks
@@ -28,7 +29,8 @@ def timed(cmd: list[str]) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--agent", default="lead")
+    parser.add_argument("--agent", default="retrieval")
+    parser.add_argument("--vs", default="lead")
     parser.add_argument("--envs", nargs="+", default=None, help="default: the newest version of every task")
     parser.add_argument("--limit", type=int, default=50)
     parser.add_argument("--num-cpus", type=int, default=2)
@@ -42,6 +44,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="ray_bench_"))
     base = [sys.executable, "-m", "rlhf_gym.cli", "bench", "--agent", args.agent, "--envs", *envs,
             "--limit", str(args.limit), "--shard-size", str(args.shard_size or SHARD_SIZE)]
+    base += ["--vs", args.vs] if args.vs else []
     commands = {"local": base + ["--out", str(tmp / "local.json")],
                 "ray": base + ["--executor", "ray", "--num-cpus", str(args.num_cpus), "--out", str(tmp / "ray.json")]}
     load_before = os.getloadavg()
@@ -56,7 +59,8 @@ def main() -> int:
         "identical_env_blocks": local["envs"] == ray["envs"],
         "identical_metrics": {env: local["envs"][env]["metrics"] == ray["envs"][env]["metrics"] for env in envs},
         "metrics": {env: {k: local["envs"][env]["metrics"][k] for k in ("bleu", "chrf", "rougeL", "reward_mean",
-                                                                        "judge_mean", "win_rate_vs_reference")}
+                                                                        "judge_mean", "win_rate_vs_reference",
+                                                                        "win_rate_vs_agent")}
                     for env in envs},
         "n": {env: local["envs"][env]["n"] for env in envs},
         "machine": {"cpus_visible": os.cpu_count(), "ray_num_cpus": args.num_cpus, "python": platform.python_version(),

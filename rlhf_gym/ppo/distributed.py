@@ -11,7 +11,9 @@ ranks:
   whitening are computed over the global batch, exactly as one process would;
 - does the no-grad forward passes on its own share and gathers them;
 - trains on its 1/N of every mini-batch, with losses divided by the WHOLE mini-batch's token
-  count and scaled by N: DDP's gradient average then equals the single-process gradient;
+  count and scaled by N: DDP's gradient average then equals the single-process gradient (the
+  update's module and optimiser go through ``Accelerator.prepare``, so the launcher's accelerate
+  config decides how: DDP by default, DeepSpeed if configured, see docs/scaling.md);
 - only rank 0 writes files.
 
 ``DataParallel(1)`` (one process) passes everything through unchanged, so a single-process run
@@ -38,17 +40,20 @@ class DataParallel:
 
     def __init__(self, device_kind: str = "cpu"):
         self.world_size = launched_world_size()
-        self.rank, self.state = 0, None
+        self.rank, self.accelerator = 0, None
         if self.world_size > 1:
             try:
-                from accelerate import PartialState
+                from accelerate import Accelerator
+                from accelerate.utils import DistributedDataParallelKwargs
             except ImportError as err:  # pragma: no cover - accelerate is a core dependency
                 raise ImportError("data-parallel training needs `pip install accelerate`") from err
-            # cpu=True: without it accelerate sets up no process group on a machine without GPUs
-            self.state = PartialState(cpu=device_kind == "cpu")
-            self.rank = self.state.process_index
-            if self.state.num_processes != self.world_size:
-                raise RuntimeError(f"accelerate sees {self.state.num_processes} processes, WORLD_SIZE says "
+            # cpu=True: without it accelerate sets up no process group on a machine without GPUs;
+            # find_unused_parameters: a full-model critic carries an LM head it never uses
+            self.accelerator = Accelerator(cpu=device_kind == "cpu",
+                                           kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+            self.rank = self.accelerator.process_index
+            if self.accelerator.num_processes != self.world_size:
+                raise RuntimeError(f"accelerate sees {self.accelerator.num_processes} processes, WORLD_SIZE says "
                                    f"{self.world_size}")
 
     @property
@@ -58,7 +63,7 @@ class DataParallel:
     @property
     def device(self) -> torch.device | None:
         """The rank's device (cuda:LOCAL_RANK on GPUs); None for one process (the config decides)."""
-        return self.state.device if self.state is not None else None
+        return self.accelerator.device if self.accelerator is not None else None
 
     def check(self, batch_size: int, mini_batch_size: int) -> None:
         for name, value in (("batch_size", batch_size), ("mini_batch_size", mini_batch_size)):
@@ -112,15 +117,24 @@ class DataParallel:
         dist.all_reduce(arr)
         return arr.tolist()
 
-    def wrap(self, module: nn.Module):
-        """``module`` under DDP (gradients averaged over ranks in backward); unchanged for one process."""
+    def prepare(self, module: nn.Module, optimizer):
+        """(module, optimiser) through ``Accelerator.prepare``: under DDP, backward averages the
+        gradients over ranks. Unchanged for one process."""
         if self.world_size == 1:
-            return module
-        from torch.nn.parallel import DistributedDataParallel
+            return module, optimizer
+        return self.accelerator.prepare(module, optimizer)
 
-        # find_unused_parameters: a full-model critic carries an LM head it never uses
-        ids = [self.device.index] if self.device is not None and self.device.type == "cuda" else None
-        return DistributedDataParallel(module, device_ids=ids, find_unused_parameters=True)
+    def backward(self, loss: torch.Tensor) -> None:
+        if self.world_size == 1:
+            loss.backward()
+        else:
+            self.accelerator.backward(loss)
+
+    def clip_grad_norm_(self, parameters, max_norm: float) -> None:
+        if self.world_size == 1:
+            torch.nn.utils.clip_grad_norm_(parameters, max_norm)
+        else:
+            self.accelerator.clip_grad_norm_(parameters, max_norm)
 
     def barrier(self) -> None:
         if self.world_size > 1:

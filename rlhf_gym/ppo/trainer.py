@@ -241,7 +241,8 @@ def train(cfg: PPOConfig, reward_model: Any | None = None, callback: Callable[[d
         state = torch.load(ckpt_path, weights_only=False, map_location=device)
         # may differ between slices of one run (per-sample sampling makes the world size free too)
         free = ("iterations", "progress", "plot", "resume", "threads", "world_size")
-        saved = {k: v for k, v in state["config"].items() if k not in free}
+        # a run saved before sampling_rng existed sampled from the global generator
+        saved = {"sampling_rng": "global", **{k: v for k, v in state["config"].items() if k not in free}}
         now = {k: v for k, v in cfg.to_json().items() if k not in free}
         if saved != now:
             diff = sorted(k for k in now if saved.get(k) != now[k])
@@ -264,7 +265,7 @@ def train(cfg: PPOConfig, reward_model: Any | None = None, callback: Callable[[d
             (out / name).unlink(missing_ok=True)
     if dp.is_main:
         cfg.save(out / "ppo_config.json")
-    train_forward = dp.wrap(TrainForward(parts))  # DDP averages the update's gradients over ranks
+    train_forward, opt = dp.prepare(TrainForward(parts), opt)  # DDP averages the update's gradients over ranks
     base_spec = cfg.policy or default_policy_spec(cfg.env_id)
 
     def checkpoint(iteration: int) -> None:
@@ -363,10 +364,9 @@ def train(cfg: PPOConfig, reward_model: Any | None = None, callback: Callable[[d
                         loss = loss + cfg.vf_coef * vf_loss
                         stats["value_loss"].append(vf_loss.item())
                         stats["vf_clipfrac"].append(float(vf_stats["vf_clipfrac"]))
-                (loss * dp.world_size / accum).backward()
+                dp.backward(loss * dp.world_size / accum)
                 if (k + 1) % accum == 0:
-                    torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]],
-                                                   cfg.max_grad_norm)
+                    dp.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], cfg.max_grad_norm)
                     opt.step()
                     opt.zero_grad(set_to_none=True)
                 stats["policy_loss"].append(pg_loss.item())
