@@ -283,6 +283,8 @@ def run_sharded_bench(agent_spec: str, env_ids: Sequence[str], *, vs_spec: str |
         max_retries = 1 if executor == "ray" else 0
     if max_retries < 0:
         raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit}")
     tasks = [get_task(e) for e in env_ids]  # fail on a bad id before any work
     results = new_results({"spec": agent_spec, "name": agent_spec}, {"spec": vs_spec} if vs_spec else None)
     results["settings"] = {"split": split, "limit": limit, "reward": reward or "builtin", "safety_coef": safety_coef}
@@ -300,7 +302,9 @@ def run_sharded_bench(agent_spec: str, env_ids: Sequence[str], *, vs_spec: str |
         if task.env_id in results["envs"]:
             continue
         job = EnvJob(task.env_id, agent_spec, vs_spec, split, reward, float(safety_coef), int(batch_size))
-        n = len(task.examples(split)[:limit] if limit else task.examples(split))
+        n = len(task.examples(split)[:limit])
+        if not n:
+            raise ValueError(f"{task.env_id} has no examples in split {split!r}")
         todo[task.env_id] = (task, [Shard(job, a, b) for a, b in shard_bounds(n, shard_size)])
     done: dict[str, dict[int, dict]] = {env_id: {} for env_id in todo}
 
@@ -312,7 +316,8 @@ def run_sharded_bench(agent_spec: str, env_ids: Sequence[str], *, vs_spec: str |
         block["reward_spec"] = reward or "builtin"
         results["envs"][env_id] = block
         # blocks in the order the envs were asked for, whatever order they finish in
-        order = [e for e in env_ids if e in results["envs"]] + [e for e in results["envs"] if e not in env_ids]
+        asked = [t.env_id for t in tasks]
+        order = [e for e in asked if e in results["envs"]] + [e for e in results["envs"] if e not in asked]
         results["envs"] = {e: results["envs"][e] for e in order}
         if out:
             write_json_atomic(out, results)
