@@ -80,8 +80,10 @@ def evaluate_shard(shard: Shard, show_progress: bool = False) -> dict[str, Any]:
     """Generate and score examples ``[start, stop)`` of the shard's env: the per-example numbers
     of :func:`rlhf_gym.evaluation.score_shard`."""
     from rlhf_gym.evaluation import generate, score_shard
+    from rlhf_gym.rewards.spec import clear_embedding_caches
 
     job, ctx = shard.job, _context(shard.job)
+    clear_embedding_caches()  # agents that score candidates (best-of-n) start cold too
     examples = ctx.examples[shard.start:shard.stop]
     task_name = ctx.task.name
 
