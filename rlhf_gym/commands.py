@@ -35,7 +35,8 @@ def register(subparsers) -> None:
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N examples only (not a valid submission)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--out", default="results.json", help="results JSON path (default: results.json)")
-    p.add_argument("--resume", action="store_true", help="keep envs already scored in --out")
+    p.add_argument("--resume", action="store_true", help="keep envs already scored in --out, and shards a killed "
+                                                         "or failed run finished (OUT.shards/)")
     p.add_argument("--reward", default=None, help="reward spec replacing the env's default reward model: builtin, "
                                                   "judge, gold, chrf, bleu, rougeL, HEAD.safetensors, hf:PATH_OR_ID, "
                                                   "FILE.py:FUNCTION, or a weighted sum like 0.7*builtin+0.3*chrf")
