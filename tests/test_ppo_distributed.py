@@ -17,8 +17,9 @@ from rlhf_gym.ppo.trainer import TIMING_KEYS
 
 ROOT = Path(__file__).resolve().parents[1]
 POLICY = ROOT / "baselines" / "sft" / "translation"
-PROMPTS = ["神は光あれと言われた。", "はじめに神は天と地とを創造された。", "地は形なく、むなしく", "夕となり、また朝となった。",
-           "神はその光を見て、良しとされた。", "水の間に大空があって", "神は大空を造って", "第二日である。"]
+PROMPTS = ["神は光あれと言われた。", "はじめに神は天と地とを創造された。", "地は形なく、むなしく",
+           "夕となり、また朝となった。", "神はその光を見て、良しとされた。", "水の間に大空があって", "神は大空を造って",
+           "第二日である。"]
 
 
 def _responses(out):

@@ -99,7 +99,8 @@ def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Te
 
 
 def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
-               cliprange_value: float, n_tokens: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+               cliprange_value: float,
+               n_tokens: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Clipped value loss: the new prediction may move at most cliprange_value from the
     rollout's, else the worse of the two errors is used (0.5 * max, as in PPO2)."""
     clipped = old_values + torch.clamp(values - old_values, -cliprange_value, cliprange_value)

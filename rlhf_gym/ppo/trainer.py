@@ -34,8 +34,8 @@ from rlhf_gym.policy import default_policy_spec
 from rlhf_gym.ppo import core
 from rlhf_gym.ppo.config import PPOConfig
 from rlhf_gym.ppo.distributed import DataParallel, TrainForward, sample_seeds
-from rlhf_gym.ppo.rollout import (RunningMoments, ValueModel, autocast, collect, logprobs, logprobs_and_values,
-                                  shape_scores)
+from rlhf_gym.ppo.rollout import RunningMoments, ValueModel, autocast, collect, logprobs, logprobs_and_values
+from rlhf_gym.ppo.rollout import shape_scores
 
 METRIC_KEYS = ("iteration", "reward_mean", "score_mean", "unsafe_fraction", "rlhf_reward", "kl", "entropy", "policy_loss", "value_loss", "clipfrac",
                "approxkl", "explained_variance", "response_length", "eos_fraction", "kl_coef",
