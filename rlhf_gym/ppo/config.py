@@ -41,6 +41,10 @@ class PPOConfig:
     max_new_tokens: int | None = None  # None: the policy's default for its task
     max_prompt_len: int | None = None
     temperature: float = 1.0
+    # "global": HF sampling from torch's global generator; "per-sample": response j of iteration t
+    # from its own generator seeded by (seed, t, j), so splitting the batch across data-parallel
+    # ranks changes no sample; "auto": per-sample when data-parallel, else global
+    sampling_rng: str = "auto"
     # optimisation
     lr: float = 1e-5
     value_lr: float | None = None  # None: same as lr
@@ -81,6 +85,8 @@ class PPOConfig:
     sample_rows: int = 4
     plot: bool = True
     progress: bool = True
+    # processes of a data-parallel run (set by the trainer from the launcher; not a flag)
+    world_size: int = dataclasses.field(default=1, metadata={"cli": False})
 
     def __post_init__(self):
         if self.algo not in ("ppo", "rloo"):
@@ -95,6 +101,8 @@ class PPOConfig:
             raise ValueError(f"rloo needs rloo_k >= 2 dividing batch_size (got k={self.rloo_k}, batch={self.batch_size})")
         if self.temperature <= 0:
             raise ValueError("temperature must be > 0 (PPO needs a sampling policy)")
+        if self.sampling_rng not in ("auto", "global", "per-sample"):
+            raise ValueError(f"sampling_rng must be auto, global or per-sample, got {self.sampling_rng!r}")
         if self.dtype not in ("auto", "fp32", "bf16"):
             # fp16 would need loss scaling; bf16 has fp32's range and needs none
             raise ValueError(f"dtype must be auto, fp32 or bf16, got {self.dtype!r}")

@@ -9,10 +9,13 @@ import math
 import torch
 
 
-def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim=None) -> torch.Tensor:
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim=None, n_tokens: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean of ``x`` over the tokens in ``mask``; ``n_tokens`` replaces ``mask.sum()`` as the
+    divisor (a data-parallel rank holding part of a mini-batch divides by the whole one's count,
+    so the ranks' parts add up to the mean over the whole mini-batch)."""
     mask = mask.to(x.dtype)
     if dim is None:
-        return (x * mask).sum() / mask.sum().clamp(min=1)
+        return (x * mask).sum() / (mask.sum() if n_tokens is None else n_tokens.to(x.dtype)).clamp(min=1)
     return (x * mask).sum(dim) / mask.sum(dim).clamp(min=1)
 
 
@@ -78,33 +81,34 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
 
 
 def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
-                cliprange: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """PPO's clipped surrogate, averaged over response tokens."""
+                cliprange: float, n_tokens: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """PPO's clipped surrogate, averaged over response tokens (``n_tokens``: see masked_mean)."""
     log_ratio = logp - old_logp
     ratio = torch.exp(log_ratio)
     unclipped = -advantages * ratio
     clipped = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + cliprange)
-    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
+    loss = masked_mean(torch.maximum(unclipped, clipped), mask, n_tokens=n_tokens)
     with torch.no_grad():
         stats = {
-            "clipfrac": masked_mean((clipped > unclipped).float(), mask),
+            "clipfrac": masked_mean((clipped > unclipped).float(), mask, n_tokens=n_tokens),
             # the low-variance estimator of KL(old || new), as in TRL / CleanRL
-            "approxkl": masked_mean(0.5 * log_ratio ** 2, mask),
-            "ratio": masked_mean(ratio, mask),
+            "approxkl": masked_mean(0.5 * log_ratio ** 2, mask, n_tokens=n_tokens),
+            "ratio": masked_mean(ratio, mask, n_tokens=n_tokens),
         }
     return loss, stats
 
 
 def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
-               cliprange_value: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+               cliprange_value: float,
+               n_tokens: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Clipped value loss: the new prediction may move at most cliprange_value from the
     rollout's, else the worse of the two errors is used (0.5 * max, as in PPO2)."""
     clipped = old_values + torch.clamp(values - old_values, -cliprange_value, cliprange_value)
     loss_unclipped = (values - returns) ** 2
     loss_clipped = (clipped - returns) ** 2
-    loss = 0.5 * masked_mean(torch.maximum(loss_unclipped, loss_clipped), mask)
+    loss = 0.5 * masked_mean(torch.maximum(loss_unclipped, loss_clipped), mask, n_tokens=n_tokens)
     with torch.no_grad():
-        stats = {"vf_clipfrac": masked_mean((loss_clipped > loss_unclipped).float(), mask)}
+        stats = {"vf_clipfrac": masked_mean((loss_clipped > loss_unclipped).float(), mask, n_tokens=n_tokens)}
     return loss, stats
 
 

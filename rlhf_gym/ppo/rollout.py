@@ -38,11 +38,11 @@ class Rollout:
 
 
 def sample(policy, tokenizer, meta: PolicyMeta, prompts: Sequence[str], *, max_new_tokens: int,
-           temperature: float, num_return_sequences: int = 1):
+           temperature: float, num_return_sequences: int = 1, seeds: Sequence[int] | None = None):
     was_training = policy.training
     policy.eval()
     out = generate(policy, tokenizer, meta, list(prompts), max_new_tokens=max_new_tokens,
-                   temperature=temperature, do_sample=True, num_return_sequences=num_return_sequences)
+                   temperature=temperature, do_sample=True, num_return_sequences=num_return_sequences, seeds=seeds)
     policy.train(was_training)
     return out
 
@@ -118,13 +118,14 @@ def env_step_components(info: dict) -> dict[str, np.ndarray]:
 
 def collect(policy, tokenizer, meta, env, indices: Sequence[int], *, max_new_tokens: int, temperature: float,
             missing_eos_penalty: float = 0.0, score_clip: float | None = None,
-            moments: RunningMoments | None = None) -> Rollout:
+            moments: RunningMoments | None = None, seeds: Sequence[int] | None = None) -> Rollout:
     """One rollout through ``env`` (a ``TextVectorEnv`` with ``len(indices)`` slots): reset on the
-    named examples, generate, step, shape."""
+    named examples, generate (``seeds``: one generator per response), step, shape."""
     prompts, info = env.reset(options={"indices": [int(i) for i in indices]})
     prompts = list(prompts)
     query, qmask, response, rmask, texts, has_eos = sample(policy, tokenizer, meta, prompts,
-                                                           max_new_tokens=max_new_tokens, temperature=temperature)
+                                                           max_new_tokens=max_new_tokens, temperature=temperature,
+                                                           seeds=seeds)
     limit = env.task.max_response_chars
     texts = [fit_action(t, limit) for t in texts]
     _, reward, _, _, step_info = env.step(texts)

@@ -12,6 +12,11 @@ One iteration:
      (RLOO: leave-one-out baseline on the KL-penalised sequence reward, whitened per sequence);
   5. ppo_epochs x mini-batches (x grad accumulation) of clipped policy and value updates;
   6. KL controller update, logging, checkpoint.
+
+Launched on N processes (``accelerate launch``), it trains data-parallel: each rank rolls out
+its 1/N of the batch and trains on its 1/N of every mini-batch, and everything in between is
+computed over the gathered global batch (``rlhf_gym/ppo/distributed.py``). For one process
+every ``dp`` call below passes its input through.
 """
 
 from __future__ import annotations
@@ -28,7 +33,9 @@ import torch
 from rlhf_gym.policy import default_policy_spec
 from rlhf_gym.ppo import core
 from rlhf_gym.ppo.config import PPOConfig
+from rlhf_gym.ppo.distributed import DataParallel, TrainForward, sample_seeds
 from rlhf_gym.ppo.rollout import RunningMoments, ValueModel, autocast, collect, logprobs, logprobs_and_values
+from rlhf_gym.ppo.rollout import shape_scores
 
 METRIC_KEYS = ("iteration", "reward_mean", "score_mean", "unsafe_fraction", "rlhf_reward", "kl", "entropy", "policy_loss", "value_loss", "clipfrac",
                "approxkl", "explained_variance", "response_length", "eos_fraction", "kl_coef",
@@ -157,12 +164,13 @@ class PolicyParts:
         self.lm.train(mode)
 
 
-def make_env(cfg: PPOConfig, reward_model=None):
-    """The batched env the run rolls out through: the env's reward (reward model given by
-    ``cfg.reward`` or ``reward_model``, plus the safety penalty) is the training reward."""
+def make_env(cfg: PPOConfig, reward_model=None, num_envs: int | None = None):
+    """The batched env the run rolls out through (``num_envs`` slots, default the batch size):
+    the env's reward (reward model given by ``cfg.reward`` or ``reward_model``, plus the safety
+    penalty) is the training reward."""
     from rlhf_gym.envs.vector import TextVectorEnv
 
-    num_envs = cfg.batch_size
+    num_envs = num_envs or cfg.batch_size
     rm = reward_model if reward_model is not None else (None if cfg.reward == "builtin" else cfg.reward)
     penalties = {"safety_coef": cfg.safety_coef} if cfg.safety_coef else {}
     return TextVectorEnv(cfg.env_id, num_envs=num_envs, split=cfg.split, reward_model=rm, **penalties)
@@ -173,8 +181,8 @@ def train(cfg: PPOConfig, reward_model: Any | None = None, callback: Callable[[d
     """Run PPO/RLOO as configured; returns the per-iteration metrics (also in OUT/metrics.jsonl).
 
     Rollouts go through ``env`` (default: a ``TextVectorEnv`` of ``cfg.env_id`` with
-    ``cfg.batch_size`` slots); ``reward_model`` (any reward spec or callable) replaces the env's
-    default reward model.
+    ``cfg.batch_size`` slots, or this rank's share of them); ``reward_model`` (any reward spec or
+    callable) replaces the env's default reward model.
     """
     from rlhf_gym.policy import resolve_policy
     from rlhf_gym.rloo import rloo_advantages
@@ -184,18 +192,31 @@ def train(cfg: PPOConfig, reward_model: Any | None = None, callback: Callable[[d
     out = Path(cfg.out)
     ckpt_path = out / "checkpoint" / "state.pt"
     device = _device(cfg)
+    dp = DataParallel(device.type)
+    device = dp.device or device
+    cfg.world_size = dp.world_size
+    if cfg.sampling_rng == "auto":
+        cfg.sampling_rng = "per-sample" if dp.world_size > 1 else "global"
+    if dp.world_size > 1:
+        dp.check(cfg.batch_size, cfg.mini_batch_size)
+        if cfg.sampling_rng != "per-sample":
+            raise ValueError("data-parallel runs need --sampling-rng per-sample (or auto): with torch's global "
+                             "generator every rank would draw the same random numbers")
     if ckpt_path.exists() and not cfg.resume:
         raise ValueError(f"{out} already holds a run (checkpoint/state.pt): pass --resume to continue it, "
                          "or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
+    if dp.is_main:
+        out.mkdir(parents=True, exist_ok=True)
 
     policy, tok, meta = resolve_policy(cfg.policy or None, cfg.env_id, str(device))
     if cfg.max_prompt_len:
         meta.max_prompt_len = cfg.max_prompt_len
     max_new_tokens = cfg.max_new_tokens or meta.max_new_tokens
-    env = env if env is not None else make_env(cfg, reward_model)
-    if env.num_envs != cfg.batch_size:
-        raise ValueError(f"the env has {env.num_envs} slots, the config's batch_size is {cfg.batch_size}")
+    local_batch = cfg.batch_size // dp.world_size
+    env = env if env is not None else make_env(cfg, reward_model, local_batch)
+    if env.num_envs != local_batch:
+        raise ValueError(f"the env has {env.num_envs} slots, this process rolls out {local_batch} "
+                         f"(batch_size {cfg.batch_size} over {dp.world_size} processes)")
     n_examples = len(env.examples)
     if not n_examples:
         raise ValueError(f"no examples in split {cfg.split!r} of {cfg.env_id}")
@@ -218,8 +239,10 @@ def train(cfg: PPOConfig, reward_model: Any | None = None, callback: Callable[[d
         print(f"--resume: no checkpoint in {out}, starting from iteration 0")
     if cfg.resume and ckpt_path.exists():
         state = torch.load(ckpt_path, weights_only=False, map_location=device)
-        free = ("iterations", "progress", "plot", "resume", "threads")  # may differ between slices of one run
-        saved = {k: v for k, v in state["config"].items() if k not in free}
+        # may differ between slices of one run (per-sample sampling makes the world size free too)
+        free = ("iterations", "progress", "plot", "resume", "threads", "world_size")
+        # a run saved before sampling_rng existed sampled from the global generator
+        saved = {"sampling_rng": "global", **{k: v for k, v in state["config"].items() if k not in free}}
         now = {k: v for k, v in cfg.to_json().items() if k not in free}
         if saved != now:
             diff = sorted(k for k in now if saved.get(k) != now[k])
@@ -233,13 +256,16 @@ def train(cfg: PPOConfig, reward_model: Any | None = None, callback: Callable[[d
             moments.load_state_dict(state["moments"])
         _set_rng_state(state["rng"], np_rng)
         start_iter, history = state["iteration"], state["history"]
-        for name in ("metrics.jsonl", "samples.jsonl"):
-            _truncate_jsonl(out / name, start_iter)
-        print(f"resuming from iteration {start_iter}")
-    else:
+        if dp.is_main:
+            for name in ("metrics.jsonl", "samples.jsonl"):
+                _truncate_jsonl(out / name, start_iter)
+            print(f"resuming from iteration {start_iter}")
+    elif dp.is_main:
         for name in ("metrics.jsonl", "samples.jsonl"):
             (out / name).unlink(missing_ok=True)
-    cfg.save(out / "ppo_config.json")
+    if dp.is_main:
+        cfg.save(out / "ppo_config.json")
+    train_forward, opt = dp.prepare(TrainForward(parts), opt)  # DDP averages the update's gradients over ranks
     base_spec = cfg.policy or default_policy_spec(cfg.env_id)
 
     def checkpoint(iteration: int) -> None:
@@ -258,7 +284,7 @@ def train(cfg: PPOConfig, reward_model: Any | None = None, callback: Callable[[d
         save_trained_policy(parts, tok, meta, path)
 
     bar = None
-    if cfg.progress:
+    if cfg.progress and dp.is_main:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=cfg.iterations, initial=start_iter, desc=f"{cfg.algo} {meta.kind}", dynamic_ncols=True)
@@ -270,10 +296,16 @@ def train(cfg: PPOConfig, reward_model: Any | None = None, callback: Callable[[d
         t0 = time.perf_counter()
         # ---- 1-2. rollout through the env: reset on the drawn prompts, generate, step
         idx = np_rng.choice(n_examples, size=n_prompts, replace=n_examples < n_prompts)
+        examples = [int(i) for i in idx for _ in range(repeat)]
+        mine = dp.share(cfg.batch_size)  # this rank's part of the global batch (all of it for one process)
+        seeds = (sample_seeds(cfg.seed, iteration, range(cfg.batch_size))[mine]
+                 if cfg.sampling_rng == "per-sample" else None)
         with torch.no_grad(), autocast(device, cfg.dtype):
-            ro = collect(parts.lm, tok, meta, env, [int(i) for i in idx for _ in range(repeat)],
-                         max_new_tokens=max_new_tokens, temperature=cfg.temperature,
-                         missing_eos_penalty=cfg.missing_eos_penalty, score_clip=cfg.score_clip, moments=moments)
+            ro = collect(parts.lm, tok, meta, env, examples[mine], max_new_tokens=max_new_tokens,
+                         temperature=cfg.temperature, seeds=seeds)
+        ro = dp.gather_rollout(ro, tok.pad_token_id)
+        # shaped over the global batch: the running moments see every rank's scores
+        ro.scores = shape_scores(ro.raw_scores, ro.has_eos, cfg.missing_eos_penalty, cfg.score_clip, moments)
         q, qm, r, rm = (t.to(device) for t in (ro.query, ro.query_mask, ro.response, ro.response_mask))
         mask = rm.float()
         scores = ro.scores.to(device)
@@ -285,12 +317,13 @@ def train(cfg: PPOConfig, reward_model: Any | None = None, callback: Callable[[d
             with torch.no_grad():
                 parts.head.bias.fill_(float(scores.mean()))
 
-        # ---- 3. log-probs under the rollout policy and the reference, values
+        # ---- 3. log-probs under the rollout policy and the reference, values (each rank its share)
         with torch.no_grad(), autocast(device, cfg.dtype):
-            old_logp, entropy, old_values = parts.logp_values(q, qm, r, rm, with_entropy=True)
-            ref_logp = parts.ref_logprobs(q, qm, r, rm)
+            old_logp, entropy, old_values = parts.logp_values(q[mine], qm[mine], r[mine], rm[mine], with_entropy=True)
+            ref_logp = parts.ref_logprobs(q[mine], qm[mine], r[mine], rm[mine])
+        old_logp, entropy, ref_logp = dp.gather(old_logp), dp.gather(entropy), dp.gather(ref_logp)
         old_logp, ref_logp = old_logp * mask, ref_logp * mask
-        old_values = old_values * mask if use_value else None
+        old_values = dp.gather(old_values) * mask if use_value else None
 
         # ---- 4. rewards and advantages
         kl = core.kl_estimate(old_logp, ref_logp, cfg.kl_estimator) * mask
@@ -316,27 +349,31 @@ def train(cfg: PPOConfig, reward_model: Any | None = None, callback: Callable[[d
         for _epoch in range(cfg.ppo_epochs):
             perm = torch.from_numpy(np_rng.permutation(cfg.batch_size)).to(device)
             for k, start in enumerate(range(0, cfg.batch_size, mb)):
-                i = perm[start:start + mb]
+                # this rank's share of the mini-batch; losses are token means over the WHOLE
+                # mini-batch, so the ranks' parts add up to it (and DDP's average, x world_size)
+                i = perm[start:start + mb][dp.share(mb)]
+                n_tokens = mask[perm[start:start + mb]].sum()
                 with autocast(device, cfg.dtype):
-                    new_logp, _, new_values = parts.logp_values(q[i], qm[i], r[i], rm[i])
-                    pg_loss, pg_stats = core.policy_loss(new_logp, old_logp[i], advantages[i], mask[i], cfg.cliprange)
+                    new_logp, new_values = train_forward(q[i], qm[i], r[i], rm[i])
+                    pg_loss, pg_stats = core.policy_loss(new_logp, old_logp[i], advantages[i], mask[i], cfg.cliprange,
+                                                         n_tokens)
                     loss = pg_loss
                     if use_value:
                         vf_loss, vf_stats = core.value_loss(new_values, old_values[i], returns[i], mask[i],
-                                                            cfg.cliprange_value)
+                                                            cfg.cliprange_value, n_tokens)
                         loss = loss + cfg.vf_coef * vf_loss
                         stats["value_loss"].append(vf_loss.item())
                         stats["vf_clipfrac"].append(float(vf_stats["vf_clipfrac"]))
-                (loss / accum).backward()
+                dp.backward(loss * dp.world_size / accum)
                 if (k + 1) % accum == 0:
-                    torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]],
-                                                   cfg.max_grad_norm)
+                    dp.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], cfg.max_grad_norm)
                     opt.step()
                     opt.zero_grad(set_to_none=True)
                 stats["policy_loss"].append(pg_loss.item())
                 for key in ("clipfrac", "approxkl", "ratio"):
                     stats[key].append(float(pg_stats[key]))
         parts.train(False)
+        stats = {key: dp.sum(values, device) for key, values in stats.items()}  # add up the ranks' parts
         t_end = time.perf_counter()
 
         # ---- 6. KL control, logging, checkpoint
@@ -373,6 +410,10 @@ def train(cfg: PPOConfig, reward_model: Any | None = None, callback: Callable[[d
             "peak_memory_mb": _peak_memory_mb(device),
         }
         history.append(metrics)
+        if callback is not None:
+            callback(metrics)
+        if not dp.is_main:
+            continue  # rank 0 writes the logs, samples, snapshots and checkpoints
         with open(out / "metrics.jsonl", "a") as fh:
             fh.write(json.dumps(metrics) + "\n")
         rows = [{"iteration": iteration, "example_id": ro.example_ids[j] if ro.example_ids else None,
@@ -385,8 +426,6 @@ def train(cfg: PPOConfig, reward_model: Any | None = None, callback: Callable[[d
             bar.update(1)
             bar.set_postfix(reward=f"{metrics['reward_mean']:.3f}", kl=f"{mean_kl:.2f}",
                             len=f"{metrics['response_length']:.0f}")
-        if callback is not None:
-            callback(metrics)
         if cfg.snapshot_every and iteration % cfg.snapshot_every == 0:
             # kept policies for checkpoint selection on validation and over-optimisation curves
             save_current(out / "snapshots" / f"iter_{iteration:05d}", iteration)
@@ -397,11 +436,13 @@ def train(cfg: PPOConfig, reward_model: Any | None = None, callback: Callable[[d
     if bar is not None:
         bar.close()
 
-    save_current(out, cfg.iterations)
-    if use_value:
-        torch.save(parts.critic_state(), out / "value_model.pt")
-    if cfg.plot:
-        plot_curves(history, out / "curves.png", title=f"{cfg.algo.upper()} {cfg.env_id}")
+    if dp.is_main:
+        save_current(out, cfg.iterations)
+        if use_value:
+            torch.save(parts.critic_state(), out / "value_model.pt")
+        if cfg.plot:
+            plot_curves(history, out / "curves.png", title=f"{cfg.algo.upper()} {cfg.env_id}")
+    dp.barrier()  # no rank returns before rank 0 has written the run
     return history
 
 

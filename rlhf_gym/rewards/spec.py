@@ -219,6 +219,18 @@ def clear_cache() -> None:
         _CACHE.clear()
 
 
+def clear_embedding_caches() -> None:
+    """Empty the per-text caches of the process-wide encoders (MiniLM, MPNet) that are loaded;
+    the models stay loaded. A text's vector depends in its last bits on the batch it was first
+    encoded in, so scoring from cold caches makes numbers independent of earlier calls."""
+    import sys
+
+    for module in ("rlhf_gym.rewards.embedding", "rlhf_gym.rewards.gold"):
+        encoder = getattr(sys.modules.get(module), "_ENCODER", None)
+        if encoder is not None:
+            encoder.clear_cache()
+
+
 def _encoder_of(model: Any) -> str | None:
     for attr in ("encoder_id",):
         if isinstance(getattr(model, attr, None), str):
