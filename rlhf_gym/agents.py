@@ -51,18 +51,23 @@ class ReferenceAgent:
 
 class LeadAgent:
     """The classic no-learning baselines, by task: lead-1 (first sentence of the article) for
-    summarisation, copy the source for translation, echo the partner's last turn for dialogue."""
+    summarisation, copy the source for translation, echo the partner's last turn for dialogue.
+    Cut to the env's action limit (a few partner turns are longer than a reply may be), so the
+    baseline is always a valid action."""
 
     name = "lead"
 
-    def __init__(self, kind: str | None = None):
-        self.kind = kind
+    def __init__(self, kind: str | None = None, max_response_chars: int | None = None):
+        self.kind, self.max_response_chars = kind, max_response_chars
 
     def act(self, observations, infos):
         out = []
         for info in infos:
             source = info.get("source", "")
-            out.append(_first_sentence(source) if self.kind == "summarization" else source)
+            text = _first_sentence(source) if self.kind == "summarization" else source
+            if self.max_response_chars is not None and len(text) > self.max_response_chars:
+                text = text[:self.max_response_chars].rsplit(" ", 1)[0] or text[:self.max_response_chars]
+            out.append(text)
         return out
 
 
@@ -214,9 +219,9 @@ def register_agent(prefix: str, factory: Callable[[str, Any], Agent]) -> None:
 
 
 register_agent("reference", lambda arg, task: ReferenceAgent())
-register_agent("lead", lambda arg, task: LeadAgent(task.kind))
-register_agent("copy", lambda arg, task: LeadAgent(task.kind))
-register_agent("echo", lambda arg, task: LeadAgent(task.kind))
+register_agent("lead", lambda arg, task: LeadAgent(task.kind, task.max_response_chars))
+register_agent("copy", lambda arg, task: LeadAgent(task.kind, task.max_response_chars))
+register_agent("echo", lambda arg, task: LeadAgent(task.kind, task.max_response_chars))
 register_agent("retrieval", lambda arg, task: RetrievalAgent(task.examples("train"),
                                                              max_response_chars=task.max_response_chars))
 def _hf_agent(arg: str, task) -> HFModelAgent:

@@ -61,3 +61,16 @@ def test_hf_model_agent_generates_with_a_local_model(tmp_path):
     prompts = [ex.prompt for ex in task.examples("test")[:3]]
     a, b = agent.act(prompts, None), agent.act(prompts, None)
     assert a == b and len(a) == 3 and all(isinstance(x, str) for x in a)  # greedy: reproducible
+
+
+def test_lead_is_always_a_valid_action():
+    """Some partner turns are longer than a reply may be: the echo baseline is cut to the limit
+    at a word boundary instead of producing an invalid action."""
+    from rlhf_gym.agents import make_agent
+    from rlhf_gym.tasks import get_task
+
+    task = get_task("rlhf_gym/Dialogue-v1")
+    long_turn = "word " * 200
+    [out] = make_agent("lead", task).act(["p"], [{"source": long_turn}])
+    assert 0 < len(out) <= task.max_response_chars and long_turn.startswith(out) and not out.endswith(" ")
+    assert LeadAgent("dialogue").act(["p"], [{"source": long_turn}]) == [long_turn]  # no limit given: unchanged
