@@ -26,16 +26,64 @@ def build_parser() -> argparse.ArgumentParser:
         prog="rlhf-gym",
         description="Gymnasium environments and a benchmark suite for RLHF on text generation.",
     )
+    # Read by main() wherever it appears on the line (before or after COMMAND); declared here for --help.
+    parser.add_argument("--task-file", action="append", metavar="SPEC", default=[],
+                        help="register a task from a JSONL/Parquet file for this command (repeatable; any "
+                             "position): PATH,kind=dialogue|translation|summarization[,name=NAME][,version=N]"
+                             "[,max_response_chars=N] -> rlhf_gym/NAME-vN (NAME: the file's stem). Records "
+                             "{id, prompt, references[, split]}; without split fields 5%% are test and 5%% "
+                             "validation (at least one each) by a hash of the id")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in SUBCOMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
     return parser
 
 
+def pop_task_files(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(the ``--task-file`` specs, the other arguments): the option may follow the command, so
+    ``rlhf-gym bench --task-file qa.jsonl,kind=dialogue --envs rlhf_gym/qa-v0`` works."""
+    specs, rest, i = [], [], 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            rest += argv[i:]
+            break
+        if arg == "--task-file":
+            if i + 1 >= len(argv):
+                raise ValueError("--task-file needs a value: PATH,kind=dialogue|translation|summarization")
+            specs.append(argv[i + 1])
+            i += 2
+            continue
+        if arg.startswith("--task-file="):
+            specs.append(arg.split("=", 1)[1])
+        else:
+            rest.append(arg)
+        i += 1
+    return specs, rest
+
+
+def register_task_files(specs: list[str]) -> None:
+    """Register each task and export the specs, so child processes register them too."""
+    import os
+
+    from rlhf_gym.tasks import TASK_FILES_ENV, register_task_file
+
+    for spec in specs:
+        task = register_task_file(spec)
+        print(f"registered {task.env_id} from {task.source}", file=sys.stderr)
+    known = [s for s in os.environ.get(TASK_FILES_ENV, "").split(os.pathsep) if s]
+    os.environ[TASK_FILES_ENV] = os.pathsep.join(known + [s for s in specs if s not in known])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    try:
+        task_files, argv = pop_task_files(list(sys.argv[1:] if argv is None else argv))
+    except ValueError as err:
+        parser.error(str(err))
     args = parser.parse_args(argv)
     try:
+        register_task_files(task_files)
         return int(args.handler(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -289,13 +289,32 @@ def example_from_record(record: dict[str, Any], where: str, index: int) -> Examp
     return Example(id=str(ex_id), prompt=prompt, references=tuple(refs), source=str(source), meta=meta)
 
 
+FILE_HOLDOUT_SHARE = 0.05  # of a file without split fields: the share for each of test and validation
+
+
+def file_splits(ids: list[str]) -> dict[str, str]:
+    """The split of each record of a file without ``split`` fields. Records are ordered by the
+    sha256 of ``file:{id}``; the first 5% (at least one) are test, the next 5% (at least one)
+    validation, the rest train. The assignment depends only on the set of ids (not on their order
+    in the file, nor on RNG state), and even a small file gets a test split."""
+    if len(ids) < 3:
+        raise ValueError(f"a data file without 'split' fields needs at least 3 records (one per split), it has "
+                         f"{len(ids)}; add a \"split\" field (train, validation or test) to every record")
+    order = sorted(ids, key=lambda i: hashlib.sha256(f"file:{i}".encode()).hexdigest())
+    n_held = max(1, round(len(ids) * FILE_HOLDOUT_SHARE))
+    return {i: "test" if rank < n_held else "validation" if rank < 2 * n_held else "train"
+            for rank, i in enumerate(order)}
+
+
 def load_file(path: str | Path, split: str) -> list[Example]:
-    """Examples of ``split`` from a JSONL/Parquet file. A ``split`` field, where present, decides;
-    otherwise the id's hash bucket does (90/5/5)."""
-    path = Path(path)
+    """Examples of ``split`` from a JSONL/Parquet file. Either every record has a ``split`` field
+    (it decides) or none has, and then :func:`file_splits` does (5% test, 5% validation, at least
+    one each, by a hash of the id)."""
+    path, split = Path(path), normalize_split(split)
     if not path.exists():
         raise FileNotFoundError(f"data file not found: {path}")
-    examples, seen = [], set()
+    records, seen = [], set()
+    with_split = without_split = None
     for index, (where, record) in enumerate(read_records(path)):
         example = example_from_record(record, where, index)
         if example.id in seen:
@@ -304,9 +323,17 @@ def load_file(path: str | Path, split: str) -> list[Example]:
         record_split = record.get("split")
         if record_split is not None:
             record_split = normalize_split(str(record_split))
-        if (record_split or split_of(f"file:{example.id}")) == split:
-            examples.append(example)
-    return examples
+            with_split = with_split or where
+        else:
+            without_split = without_split or where
+        if with_split and without_split:
+            raise ValueError(f"{path}: {with_split} has a 'split' field and {without_split} has none; give every "
+                             "record a split, or none (then 5% test and 5% validation by a hash of the id)")
+        records.append((example, record_split))
+    if without_split:
+        assigned = file_splits([ex.id for ex, _ in records])
+        records = [(ex, assigned[ex.id]) for ex, _ in records]
+    return [ex for ex, record_split in records if record_split == split]
 
 
 # ----------------------------------------------------------------------------- the hub

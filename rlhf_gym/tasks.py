@@ -16,6 +16,8 @@ from typing import Any, Callable
 from rlhf_gym.data import Example, load_source, normalize_split
 
 TASK_KINDS = ("dialogue", "translation", "summarization")
+OVERLONG_REFERENCES = ("error", "drop", "keep")
+DEFAULT_MAX_RESPONSE_CHARS = 400
 NAMESPACE = "rlhf_gym"
 
 
@@ -27,6 +29,14 @@ class TaskSpec:
     slow); ``None`` means the built-in MiniLM model of ``kind``. The judge is what win rates are
     computed with; it must differ from the training reward so a policy cannot be scored by the
     very model it optimised.
+
+    Every human reference must be a valid action (a response of at most ``max_response_chars``
+    characters): the reference agent must be able to play it, and a policy trained to imitate
+    the data must not learn replies the env rejects. ``overlong_references`` says what happens
+    to an example whose reference is longer: ``"error"`` (the default: loading the split fails
+    and names it), ``"drop"`` (the example leaves the split; multi-turn episodes end before such
+    a turn) or ``"keep"`` (Dialogue-v0/v1 only, published before the rule; kept so old results
+    rescore unchanged).
     """
 
     name: str
@@ -34,8 +44,9 @@ class TaskSpec:
     source: str
     version: int = 0
     description: str = ""
-    max_response_chars: int = 400
+    max_response_chars: int = DEFAULT_MAX_RESPONSE_CHARS
     max_new_tokens: int = 48
+    overlong_references: str = "error"
     reward: Callable[[], Any] | None = field(default=None, compare=False)
     judge: Callable[[], Any] | None = field(default=None, compare=False)
 
@@ -44,6 +55,11 @@ class TaskSpec:
             raise ValueError(f"task {self.name!r}: kind must be one of {', '.join(TASK_KINDS)}, got {self.kind!r}")
         if not self.name.isidentifier() or "-" in self.name:
             raise ValueError(f"task name {self.name!r} must be an identifier (letters, digits, _)")
+        if self.overlong_references not in OVERLONG_REFERENCES:
+            raise ValueError(f"task {self.name!r}: overlong_references must be one of "
+                             f"{', '.join(OVERLONG_REFERENCES)}, got {self.overlong_references!r}")
+        if self.max_response_chars < 1:
+            raise ValueError(f"task {self.name!r}: max_response_chars must be >= 1, got {self.max_response_chars}")
 
     @property
     def env_id(self) -> str:
@@ -66,9 +82,24 @@ class TaskSpec:
 @lru_cache(maxsize=32)
 def _examples(task: TaskSpec, split: str) -> list[Example]:
     examples = load_source(task.source, split)
+    if task.overlong_references != "keep":
+        overlong = [ex for ex in examples if not references_fit(task, ex)]
+        if overlong and task.overlong_references == "error":
+            longest = max(overlong, key=lambda ex: max(map(len, ex.references)))
+            raise ValueError(
+                f"task {task.name!r}: {len(overlong)} examples of split {split!r} have a reference longer than the "
+                f"env's response limit of {task.max_response_chars} characters, so no agent could give it (longest: "
+                f"{longest.id!r}, {max(map(len, longest.references))} characters); raise max_response_chars or "
+                "shorten those references")
+        examples = [ex for ex in examples if references_fit(task, ex)]
     if not examples:
         raise ValueError(f"task {task.name!r} has no examples in split {split!r} (source {task.source!r})")
     return examples
+
+
+def references_fit(task: TaskSpec, example: Example) -> bool:
+    """Whether every reference of ``example`` is a valid action of ``task``'s envs."""
+    return all(len(r) <= task.max_response_chars for r in example.references)
 
 
 @lru_cache(maxsize=8)
@@ -98,7 +129,9 @@ def register_jsonl_task(name: str, path: str | Path, kind: str = "summarization"
                         reward: Callable[[], Any] | None = None, judge: Callable[[], Any] | None = None,
                         **kwargs: Any) -> TaskSpec:
     """Register a task from a JSONL or Parquet file of ``{"id", "prompt", "references"}`` records
-    (an optional ``split`` field fixes the split; otherwise the id's hash does)::
+    (an optional ``split`` field fixes the split; otherwise the id's hash does, see
+    :func:`rlhf_gym.data.load_file`). ``max_response_chars`` defaults to 400 or the longest
+    reference, whichever is larger, so every reference is a valid action::
 
         from rlhf_gym.tasks import register_jsonl_task
         task = register_jsonl_task("MyQA", "qa.jsonl", kind="dialogue")
@@ -107,8 +140,62 @@ def register_jsonl_task(name: str, path: str | Path, kind: str = "summarization"
     path = Path(path).resolve()
     if not path.exists():
         raise FileNotFoundError(f"data file not found: {path}")
+    if kwargs.get("max_response_chars") is None:
+        # Every reference must be a valid action: the limit is 400 characters or the longest
+        # reference of the file, whichever is larger.
+        from rlhf_gym.data import SPLITS
+
+        longest = max((len(r) for split in SPLITS for ex in load_source(str(path), split) for r in ex.references),
+                      default=0)
+        kwargs["max_response_chars"] = max(DEFAULT_MAX_RESPONSE_CHARS, longest)
     return register_task(TaskSpec(name=name, kind=kind, source=str(path), version=version,
                                   reward=reward, judge=judge, **kwargs), overwrite=True)
+
+
+TASK_FILES_ENV = "RLHF_GYM_TASK_FILES"
+TASK_FILE_FORMAT = "PATH,kind=dialogue|translation|summarization[,name=NAME][,version=N][,max_response_chars=N]"
+
+
+def register_task_file(spec: str) -> TaskSpec:
+    """Register a task from a ``--task-file`` spec, ``PATH,kind=KIND[,name=NAME][,version=N]
+    [,max_response_chars=N]``: ``rlhf_gym/{NAME}-v{N}`` (NAME defaults to the file's stem made
+    an identifier, N to 0), with the built-in reward model and judge of ``kind``."""
+    import re
+
+    path, *options = [part.strip() for part in spec.split(",")]
+    fields: dict[str, Any] = {}
+    for option in options:
+        key, sep, value = option.partition("=")
+        if not sep or key not in ("kind", "name", "version", "max_response_chars"):
+            raise ValueError(f"bad task file spec {spec!r}: {option!r} is not one of kind=, name=, version=, "
+                             f"max_response_chars=; expected {TASK_FILE_FORMAT}")
+        fields[key] = value
+    if "kind" not in fields:
+        raise ValueError(f"task file spec {spec!r} needs kind=dialogue|translation|summarization (it picks the "
+                         f"built-in reward model and judge); expected {TASK_FILE_FORMAT}")
+    for key in ("version", "max_response_chars"):
+        if key in fields:
+            try:
+                fields[key] = int(fields[key])
+            except ValueError:
+                raise ValueError(f"task file spec {spec!r}: {key} must be an integer, got {fields[key]!r}") from None
+    name = fields.pop("name", None) or re.sub(r"\W", "_", Path(path).name.split(".")[0]) or "task"
+    if name[0].isdigit():
+        name = "T" + name
+    return register_jsonl_task(name, Path(path).expanduser(), **fields)
+
+
+def register_task_files_from_env() -> list[TaskSpec]:
+    """The tasks named by ``$RLHF_GYM_TASK_FILES`` (task file specs separated by ``os.pathsep``),
+    registered on ``import rlhf_gym``, so child processes (a vector env's workers, a scoring
+    worker) know the tasks a ``--task-file`` option registered in their parent."""
+    import os
+
+    specs = [s for s in os.environ.get(TASK_FILES_ENV, "").split(os.pathsep) if s.strip()]
+    try:
+        return [register_task_file(spec) for spec in specs]
+    except (ValueError, FileNotFoundError) as err:
+        raise type(err)(f"${TASK_FILES_ENV}: {err}") from None
 
 
 def get_task(env_id: str) -> TaskSpec:
@@ -160,6 +247,7 @@ def _gold_judge():
 BUILTIN_TASKS = (
     TaskSpec(
         name="Dialogue", kind="dialogue", source="chitchat", max_new_tokens=40, max_response_chars=300,
+        overlong_references="keep",
         description="Reply to a real chit-chat conversation (chitchat-dataset, human 1-10 ratings).",
     ),
     TaskSpec(
@@ -177,6 +265,17 @@ BUILTIN_TASKS = (
 BUILTIN_TASKS = BUILTIN_TASKS + tuple(
     TaskSpec(name=t.name, kind=t.kind, source=t.source, version=1, description=t.description,
              max_response_chars=t.max_response_chars, max_new_tokens=t.max_new_tokens,
-             reward=_proxy_head(t.kind), judge=_gold_judge)
+             overlong_references=t.overlong_references, reward=_proxy_head(t.kind), judge=_gold_judge)
     for t in BUILTIN_TASKS
+)
+# Dialogue-v2: every human reply is a valid action. v0/v1 limit responses to 300 characters while
+# 3 test, 7 validation and 86 train replies are longer (one pasted 34,641-character text). v2 admits
+# 500 characters, which covers every test reply (the longest is 491), so v2's test split is v1's,
+# example for example; the 27 train and 1 validation replies still over 500 (pasted essays, noise)
+# leave their splits, and multi-turn episodes end before such a turn. Reward, judge and prompts
+# are v1's.
+BUILTIN_TASKS = BUILTIN_TASKS + (
+    TaskSpec(name="Dialogue", kind="dialogue", source="chitchat", version=2, max_new_tokens=40,
+             max_response_chars=500, overlong_references="drop", description=BUILTIN_TASKS[0].description,
+             reward=_proxy_head("dialogue"), judge=_gold_judge),
 )

@@ -41,10 +41,15 @@ def register_task_envs(task) -> None:
 
 
 def register_envs() -> None:
-    from rlhf_gym.tasks import BUILTIN_TASKS, register_task
+    from rlhf_gym.tasks import (
+        BUILTIN_TASKS,
+        register_task,
+        register_task_files_from_env,
+    )
 
     for task in BUILTIN_TASKS:
         register_task(task, overwrite=True)
+    register_task_files_from_env()  # tasks a parent process registered with --task-file
 
 
 register_envs()

@@ -90,7 +90,9 @@ _FILLERS = ("lol", "haha", "yes", "and so on", "you know", "the", "ok ok", "etc"
 
 
 def max_response_chars(task: str) -> int:
-    """The env's response length limit for a built-in task kind (what a degenerate loop fills)."""
+    """The smallest response length limit of a built-in task kind's versions (what a degenerate
+    loop fills): 300 for dialogue, whose v2 admits 500, so the committed heads' training pairs stay
+    exactly what they were."""
     from rlhf_gym.tasks import BUILTIN_TASKS
 
     limits = [t.max_response_chars for t in BUILTIN_TASKS if t.kind == task]
