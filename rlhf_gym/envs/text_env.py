@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import functools
+from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -27,9 +28,21 @@ TEXT_CHARSET = frozenset(chr(c) for lo, hi in _CHAR_RANGES for c in range(lo, hi
 MAX_PROMPT_CHARS = 1 << 15
 
 
+class TextSpace(spaces.Text):
+    """gymnasium's ``Text`` whose deep copy shares the character tables, which never change after
+    construction. ``batch_space`` deep-copies a space once per vector slot, and copying these
+    33,089 characters (with their index) element by element took about half a second a slot:
+    building one 32-slot vector env cost over 10 s."""
+
+    def __deepcopy__(self, memo):
+        new = copy.copy(self)
+        new._np_random = copy.deepcopy(self._np_random, memo)
+        return new
+
+
 @functools.lru_cache(maxsize=16)
 def _text_space_prototype(max_length: int, min_length: int) -> spaces.Text:
-    return spaces.Text(max_length=max_length, min_length=min_length, charset=TEXT_CHARSET)
+    return TextSpace(max_length=max_length, min_length=min_length, charset=TEXT_CHARSET)
 
 
 def text_space(max_length: int, min_length: int = 0) -> spaces.Text:
@@ -42,15 +55,51 @@ def text_space(max_length: int, min_length: int = 0) -> spaces.Text:
     return space
 
 
+# The validity rule for a response, in ONE place: the env's ``step``, ``bench``, ``score`` and the
+# leaderboard (which recomputes through ``score``) all apply it, so a response that one of them
+# accepts every other accepts too. Valid = a ``str`` of at most ``task.max_response_chars``
+# characters (the action space's ``max_length``). The action space's charset is what
+# ``action_space.sample()`` draws from; it is not enforced on responses, so a model that writes a
+# character outside it (Cyrillic, Hangul) is scored rather than rejected.
+
+def response_problem(action: Any, max_chars: int) -> str | None:
+    """Why ``action`` is not a valid response of an env with this limit, or None when it is."""
+    if not isinstance(action, str):
+        return f"not a str but {type(action).__name__}: {action!r:.80}"
+    if len(action) > max_chars:
+        return f"{len(action)} characters, over this env's limit of {max_chars}"
+    return None
+
+
 def check_response(action: Any, max_chars: int) -> str:
     """A response must be a str within the length limit; say exactly what is wrong otherwise."""
     if isinstance(action, np.str_):
         action = str(action)
     if not isinstance(action, str):
         raise TypeError(f"action must be a str (the response text), got {type(action).__name__}: {action!r:.80}")
-    if len(action) > max_chars:
-        raise ValueError(f"response is {len(action)} characters, over this env's limit of {max_chars}")
+    problem = response_problem(action, max_chars)
+    if problem is not None:
+        raise ValueError(f"response is {problem}")
     return action
+
+
+def check_responses(ids: Sequence[Any], responses: Sequence[Any], max_chars: int, who: str) -> None:
+    """Every response valid, or one ValueError naming ``who`` (the agent or the file), how many
+    are invalid and the first few example ids with the reason. ``bench`` checks each batch as an
+    agent returns it, ``score`` a whole file before any model loads."""
+    bad = [(i, problem) for i, r in zip(ids, responses)
+           if (problem := response_problem(str(r) if isinstance(r, np.str_) else r, max_chars)) is not None]
+    if bad:
+        shown = "; ".join(f"{i}: {problem}" for i, problem in bad[:3])
+        raise ValueError(f"{who}: {len(bad)} of {len(responses)} responses are not valid actions of this env "
+                         f"(a str of at most {max_chars} characters): {shown}" + (" ..." if len(bad) > 3 else ""))
+
+
+def fit_action(text: str, max_chars: int) -> str:
+    """A generated response cut to the env's action limit (a character budget; a token budget
+    rarely reaches it). What built-in model agents and the RL rollouts do with a longer text;
+    an agent's own output is never cut by the harness, only rejected."""
+    return text if len(text) <= max_chars else text[:max_chars]
 
 
 def pick_example(env, options: dict[str, Any] | None) -> int:
@@ -204,7 +253,11 @@ class TextGenerationEnv(gym.Env[str, str]):
             self._turns[self._turn] = response
             self._agent_turns += 1
             next_turn = self._turn + 2
-            if self._agent_turns < self.max_turns and next_turn < len(self._turns):
+            # A turn whose real reply is not a valid action is never asked for (the episode ends);
+            # v0/v1 dialogue ("keep") asked for it and stays as published.
+            answerable = next_turn < len(self._turns) and (self.task.overlong_references == "keep" or len(
+                self._turns[next_turn]) <= self.task.max_response_chars)
+            if self._agent_turns < self.max_turns and answerable:
                 self._turn = next_turn
                 self._prompt = dialogue_prompt(self._example.meta["topic"], self._turns, self._turn)
                 self._transcript.append(self._turns[next_turn - 1])

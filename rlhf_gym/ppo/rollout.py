@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from rlhf_gym.envs.text_env import fit_action
 from rlhf_gym.policy import PolicyMeta, generate, is_seq2seq, split_lm
 from rlhf_gym.ppo.core import entropy_from_logits
 
@@ -97,12 +98,6 @@ def score(reward_model, prompts, texts, references, has_eos, missing_eos_penalty
     return raw, shape_scores(raw, has_eos, missing_eos_penalty, score_clip, moments)
 
 
-def fit_action(text: str, max_chars: int) -> str:
-    """A generated response cut to the env's action limit (a character budget; a token budget
-    rarely reaches it). The policy's log-probs still cover every generated token."""
-    return text if len(text) <= max_chars else text[:max_chars]
-
-
 def env_step_components(info: dict) -> dict[str, np.ndarray]:
     """The numeric per-slot reward components of a SAME_STEP vector env's ``final_info``."""
     final = info.get("final_info", {})
@@ -127,7 +122,7 @@ def collect(policy, tokenizer, meta, env, indices: Sequence[int], *, max_new_tok
                                                            max_new_tokens=max_new_tokens, temperature=temperature,
                                                            seeds=seeds)
     limit = env.task.max_response_chars
-    texts = [fit_action(t, limit) for t in texts]
+    texts = [fit_action(t, limit) for t in texts]  # the log-probs still cover every generated token
     _, reward, _, _, step_info = env.step(texts)
     raw = torch.as_tensor(np.asarray(reward, dtype=np.float64), dtype=torch.float32)
     shaped = shape_scores(raw, has_eos, missing_eos_penalty, score_clip, moments)
