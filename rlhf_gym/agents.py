@@ -142,17 +142,19 @@ class HFModelAgent:
 
     def __init__(self, path: str, max_new_tokens: int = 48, batch_size: int = 32, temperature: float = 0.0,
                  top_p: float = 1.0, device: str | None = None, seed: int = 0, max_prompt_tokens: int | None = None,
-                 instruction: str = ""):
+                 instruction: str = "", max_response_chars: int | None = None):
         import torch
-        from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+        from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
+        from rlhf_gym.policy import load_hf_config
         from rlhf_gym.tokenizer import load_tokenizer
 
         self.path, self.name = str(path), f"hf:{path}"
         self.max_new_tokens, self.batch_size = int(max_new_tokens), int(batch_size)
         self.temperature, self.top_p, self.seed = float(temperature), float(top_p), seed
+        self.max_response_chars = max_response_chars  # generations are cut to the env's limit
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        config = AutoConfig.from_pretrained(self.path)
+        config = load_hf_config(self.path)
         self.seq2seq = bool(getattr(config, "is_encoder_decoder", False))
         cls = AutoModelForSeq2SeqLM if self.seq2seq else AutoModelForCausalLM
         self.model = cls.from_pretrained(self.path).to(self.device).eval()
@@ -205,6 +207,10 @@ class HFModelAgent:
                 generated = generate_with_config(self.model, gen_cfg, input_ids=input_ids, attention_mask=attention)
             new = generated if self.seq2seq else generated[:, width:]
             out.extend(tok.decode(row, skip_special_tokens=True).strip() for row in new.tolist())
+        if self.max_response_chars is not None:
+            from rlhf_gym.envs.text_env import fit_action
+
+            out = [fit_action(text, self.max_response_chars) for text in out]
         return out
 
 
@@ -232,6 +238,7 @@ def _hf_agent(arg: str, task) -> HFModelAgent:
     if not path:
         raise ValueError("hf: needs a model, e.g. hf:path/to/folder or hf:HUB_ID")
     kwargs.setdefault("max_new_tokens", task.max_new_tokens)
+    kwargs.setdefault("max_response_chars", task.max_response_chars)
     kwargs.setdefault("instruction", CHAT_DEFAULTS.get(task.kind, {}).get("instruction", ""))
     agent = HFModelAgent(path, **kwargs)
     if "," in arg:
@@ -247,6 +254,7 @@ def _builtin_policy_agent(name: str):
         from rlhf_gym.policy import PolicyAgent, parse_agent_arg
 
         _, kwargs = parse_agent_arg(f"{name},{arg}" if arg else name)
+        kwargs.setdefault("max_response_chars", task.max_response_chars)
         return PolicyAgent(name, env_id=task.env_id, name=f"{name},{arg}" if arg else name, **kwargs)
 
     return factory

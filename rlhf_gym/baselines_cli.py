@@ -19,6 +19,7 @@ def _policy_agent(prefix: str):
         path, kwargs = parse_agent_arg(arg)
         if task is not None:
             kwargs.setdefault("env_id", task.env_id)  # used only when path is a spec, not a directory
+            kwargs.setdefault("max_response_chars", task.max_response_chars)  # cut as the RL rollouts cut
         return PolicyAgent(path, name=f"{prefix}:{path}", **kwargs)
 
     return factory
@@ -31,6 +32,7 @@ def _bon_agent(arg: str, task=None):
     path, kwargs = parse_agent_arg(arg)
     if task is not None:
         kwargs.setdefault("env_id", task.env_id)  # prompts a spec (smollm2, hf:...) for this task
+        kwargs.setdefault("max_response_chars", task.max_response_chars)
         if "reward" not in kwargs:
             # the bench's task supplies its training reward model (never its judge)
             kwargs["reward_model"] = task.reward_model()

@@ -26,7 +26,7 @@ import numpy as np
 class BestOfNAgent:
     def __init__(self, path: str | Path, n: int = 8, temperature: float = 1.0, reward: str = "builtin",
                  max_new_tokens: int | None = None, batch_size: int = 16, seed: int = 0, reward_model=None,
-                 device: str = "cpu", env_id: str | None = None):
+                 device: str = "cpu", env_id: str | None = None, max_response_chars: int | None = None):
         from rlhf_gym.policy import POLICY_META, load_policy, resolve_policy, task_reward
 
         if int(n) < 1:
@@ -41,6 +41,7 @@ class BestOfNAgent:
         self.n, self.temperature, self.seed = int(n), float(temperature), int(seed)
         self.max_new_tokens = max_new_tokens or self.meta.max_new_tokens
         self.batch_size = int(batch_size)
+        self.max_response_chars = max_response_chars  # candidates are cut to the env's limit before scoring
         # The reward model of the policy's env: the TRAINING reward, never the bench judge.
         self.reward_model = reward_model if reward_model is not None else task_reward(self.meta.env_id, reward)
         self.reward_spec = reward if reward_model is None else None
@@ -72,6 +73,10 @@ class BestOfNAgent:
             *_, texts, has_eos = sample(self.model, self.tokenizer, self.meta, prompts,
                                         max_new_tokens=self.max_new_tokens, temperature=self.temperature,
                                         num_return_sequences=self.n)
+            if self.max_response_chars is not None:
+                from rlhf_gym.envs.text_env import fit_action
+
+                texts = [fit_action(t, self.max_response_chars) for t in texts]
             rep = lambda xs: [x for x in xs for _ in range(self.n)]  # noqa: E731 - prompt-major like generate
             indices = [(info or {}).get("index") for info in infos[i:i + self.batch_size]]
             if self.env_scorer is not None and None not in indices:

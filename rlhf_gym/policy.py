@@ -194,20 +194,36 @@ def build_tiny_policy(tokenizer, n_layer: int = 4, n_embd: int = 128, n_head: in
     return GPT2LMHeadModel(config)
 
 
+def load_hf_config(spec: str | Path, hint: str = ""):
+    """The ``AutoConfig`` of a local model folder or hub id, or a FileNotFoundError that says
+    which of the two is missing (transformers reports a missing folder as a malformed repo id)."""
+    from transformers import AutoConfig
+
+    spec = str(spec)
+    path = Path(spec).expanduser()
+    if spec.startswith((".", "/", "~")) or path.exists() or spec.count("/") > 1:
+        if not path.is_dir():
+            raise FileNotFoundError(f"model folder not found: {spec}")
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(f"{spec} is not a Hugging Face model folder (no config.json)")
+        spec = str(path)
+    try:
+        return AutoConfig.from_pretrained(spec)
+    except (OSError, ValueError) as err:
+        raise FileNotFoundError(f"cannot load model {spec!r}: not a local model folder and not in the hub cache "
+                                f"(offline: HF_HUB_OFFLINE=1 reads the cache only). {hint}".strip()) from err
+
+
 def load_base_model(spec: str, tokenizer=None):
     """``tiny`` | a local directory | a hub id (needs the hub cache when offline)."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
     from rlhf_gym.tokenizer import load_tokenizer
 
     if spec == "tiny":
         tok = tokenizer or load_tokenizer()
         return build_tiny_policy(tok), tok
-    try:
-        config = AutoConfig.from_pretrained(spec)
-    except OSError as err:
-        raise FileNotFoundError(f"cannot load model {spec!r}: not a local model directory and not in the "
-                                f"hub cache (offline?). Use --model tiny for the offline default.") from err
+    config = load_hf_config(spec, hint="Use --model tiny for the offline default.")
     cls = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
     model = cls.from_pretrained(spec)
     tok = load_tokenizer(spec)
@@ -303,16 +319,12 @@ def load_hf_policy(path_or_id: str | Path, env_id: str, device: str = "cpu", tra
     """(model, tokenizer, meta) for any Hugging Face causal or seq2seq model (local folder or hub
     id; offline, hub ids need the hub cache). Causal models whose tokenizer has a chat template get
     prompts as chat messages with the task's instruction."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
     from rlhf_gym.tokenizer import load_tokenizer
 
     spec = str(path_or_id)
-    try:
-        config = AutoConfig.from_pretrained(spec)
-    except (OSError, ValueError) as err:
-        raise FileNotFoundError(f"cannot load model {spec!r}: not a local model folder and not in the hub cache "
-                                f"(offline?): {err}") from err
+    config = load_hf_config(spec)
     seq2seq = bool(getattr(config, "is_encoder_decoder", False))
     cls = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
     model = no_dropout(cls.from_pretrained(spec)).to(device).eval()
@@ -370,7 +382,17 @@ def save_policy(model, tokenizer, meta: PolicyMeta, out: str | Path) -> Path:
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     meta.save(out)
+    honour_safetensors_modes(out)
     return out
+
+
+def honour_safetensors_modes(folder: str | Path) -> None:
+    """``save_pretrained`` writes its .safetensors files 0600 (the safetensors writer's mode):
+    give them the user's umask like every other file of a policy folder."""
+    from rlhf_gym.paths import honour_umask
+
+    for file in Path(folder).glob("*.safetensors"):
+        honour_umask(file)
 
 
 def encode_prompts(tokenizer, prompts: Sequence[str], meta: PolicyMeta) -> list[list[int]]:
@@ -780,7 +802,7 @@ class PolicyAgent:
 
     def __init__(self, path: str | Path, temperature: float = 0.0, max_new_tokens: int | None = None,
                  batch_size: int = 32, seed: int = 0, name: str | None = None, device: str = "cpu",
-                 env_id: str | None = None):
+                 env_id: str | None = None, max_response_chars: int | None = None):
         """``path``: an rlhf-gym policy directory, or any :func:`resolve_policy` spec
         (``smollm2``, ``hf:MODEL``), which then needs the ``env_id`` it is prompted for."""
         if (Path(path) / POLICY_META).exists():
@@ -797,6 +819,7 @@ class PolicyAgent:
         self.batch_size = int(batch_size)
         self.seed = seed
         self.name = name or default_name
+        self.max_response_chars = max_response_chars  # generations are cut to the env's limit, as in training
 
     def act(self, observations: Sequence[str], infos: Sequence[dict] | None = None) -> list[str]:
         import torch
@@ -808,6 +831,10 @@ class PolicyAgent:
                                 max_new_tokens=self.max_new_tokens, temperature=self.temperature or 1.0,
                                 do_sample=self.temperature > 0)
             texts.extend(t)
+        if self.max_response_chars is not None:
+            from rlhf_gym.envs.text_env import fit_action
+
+            texts = [fit_action(text, self.max_response_chars) for text in texts]
         return texts
 
 

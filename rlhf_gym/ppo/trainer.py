@@ -449,7 +449,7 @@ def train(cfg: PPOConfig, reward_model: Any | None = None, callback: Callable[[d
 def save_trained_policy(parts: PolicyParts, tok, meta, path: Path) -> Path:
     """A policy directory ``ppo:DIR`` agents load: LoRA runs save only the adapter (megabytes)
     and name the base policy in the metadata; full runs save the whole model."""
-    from rlhf_gym.policy import save_policy
+    from rlhf_gym.policy import honour_safetensors_modes, save_policy
 
     if not parts.lora:
         return save_policy(parts.lm, tok, meta, path)
@@ -457,6 +457,7 @@ def save_trained_policy(parts: PolicyParts, tok, meta, path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     parts.peft.save_pretrained(str(path))
     meta.save(path)
+    honour_safetensors_modes(path)
     return path
 
 

@@ -222,11 +222,14 @@ class RewardHead(nn.Module):
 def save_head(head: RewardHead, path: str | Path, extra_metadata: dict[str, str] | None = None) -> None:
     from safetensors.torch import save_file
 
+    from rlhf_gym.paths import honour_umask
+
     metadata = head.config()
     metadata["features"] = FEATURE_LAYOUT[head.kind]
     metadata.update(extra_metadata or {})
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().contiguous().cpu() for k, v in head.state_dict().items()}, str(path), metadata=metadata)
+    honour_umask(path)  # the safetensors writer creates files 0600
 
 
 def load_head(path: str | Path) -> tuple[RewardHead, dict[str, str]]:

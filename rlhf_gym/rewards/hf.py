@@ -25,8 +25,12 @@ class HFRewardModel:
                  revision: str | None = None, name: str | None = None):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+        from rlhf_gym.policy import load_hf_config
+
         source = str(path_or_hub_id)
         # a hub id loads through the normal hub cache; HF_HUB_OFFLINE=1 makes it cache-only
+        if revision is None:
+            load_hf_config(source)  # a missing folder or uncached id: one clear error, not transformers' OSError
         self.tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
         self.model = AutoModelForSequenceClassification.from_pretrained(source, revision=revision).to(device).eval()
         n_labels = self.model.config.num_labels
