@@ -274,8 +274,15 @@ def run_sharded_bench(agent_spec: str, env_ids: Sequence[str], *, vs_spec: str |
                       address: str | None, num_cpus: int | None, shard_size: int,
                       max_retries: int | None) -> dict[str, Any]:
     """What :func:`rlhf_gym.evaluation.run_bench` does (see there)."""
-    from rlhf_gym.evaluation import new_results, shard_bounds, summarize_shards, write_json_atomic
-    from rlhf_gym.tasks import get_task
+    from rlhf_gym.evaluation import (
+        bench_task,
+        check_limit,
+        new_results,
+        resumable_envs,
+        shard_bounds,
+        summarize_shards,
+        write_json_atomic,
+    )
 
     if executor not in ("local", "ray"):
         raise ValueError(f"unknown executor {executor!r}: use local or ray")
@@ -285,18 +292,12 @@ def run_sharded_bench(agent_spec: str, env_ids: Sequence[str], *, vs_spec: str |
         max_retries = 1 if executor == "ray" else 0
     if max_retries < 0:
         raise ValueError(f"max_retries must be >= 0, got {max_retries}")
-    if limit is not None and limit < 1:
-        raise ValueError(f"limit must be >= 1, got {limit}")
-    tasks = [get_task(e) for e in env_ids]  # fail on a bad id before any work
+    check_limit(limit)
+    tasks = [bench_task(e) for e in env_ids]  # fail on a bad id before any work
     results = new_results({"spec": agent_spec, "name": agent_spec}, {"spec": vs_spec} if vs_spec else None)
     results["settings"] = {"split": split, "limit": limit, "reward": reward or "builtin", "safety_coef": safety_coef}
     if resume and out and Path(out).exists():
-        previous = json.loads(Path(out).read_text(encoding="utf-8"))
-        if previous.get("agent", {}).get("spec") == agent_spec and previous.get("vs_agent") == results["vs_agent"]:
-            results["envs"] = {k: v for k, v in previous.get("envs", {}).items()
-                               if v.get("split") == split and v.get("limit") == limit
-                               and v.get("safety_coef", 0.0) == float(safety_coef)
-                               and (v.get("reward_spec") or "builtin") == (reward or "builtin")}
+        results["envs"] = resumable_envs(out, results)  # other settings: an error, never a silent drop
     store = ShardStore(out, {"limit": limit, "shard_size": shard_size}, resume)
 
     todo: dict[str, tuple[Any, list[Shard]]] = {}

@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
+
+
+def positive_int(text: str) -> int:
+    """argparse type for counts (--limit, --batch-size, --k): an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1 (leave it out for the whole split), got {value}")
+    return value
 
 
 def register(subparsers) -> None:
@@ -15,7 +27,7 @@ def register(subparsers) -> None:
                                            "TRL / verl prompt dataset")
     p.add_argument("--env", required=True, help="env id, e.g. rlhf_gym/Summarization-v0")
     p.add_argument("--split", default=None, help="train, validation or test (default: test; train for trl/verl)")
-    p.add_argument("--limit", type=int, default=None, help="print only the first N examples")
+    p.add_argument("--limit", type=positive_int, default=None, help="print only the first N examples")
     p.add_argument("--format", default="examples", choices=["examples", "trl", "trl-chat", "verl"],
                    help="examples (default); trl: {prompt, example_id} for TRL's GRPO/RLOO with "
                         "rlhf_gym.integrations.trl.make_reward_func; trl-chat: the same with the prompt as chat "
@@ -24,7 +36,13 @@ def register(subparsers) -> None:
                                                   "policy (smollm2, hf:PATH, a policy directory)")
     p.set_defaults(handler=cmd_data)
 
-    p = subparsers.add_parser("bench", help="run the benchmark suite on an agent")
+    p = subparsers.add_parser(
+        "bench", help="run the benchmark suite on an agent",
+        description="Run an agent (and --vs) on the test split of each env and score it: BLEU, chrF, ROUGE, the "
+                    "env's reward, win rates under the judge. Cost: --agent retrieval --vs lead on "
+                    "rlhf_gym/Dialogue-v2 (219 examples, MPNet gold judge) took 1,053 s with the 2 CPU cores "
+                    "shared with other jobs; the default suite adds 1,817 translation and summarisation examples, "
+                    "and model agents add their generation. Try --limit 20 first; --resume continues a killed run.")
     p.add_argument("--agent", default="lead", help="agent spec: reference, lead, retrieval, smollm2[,temperature=T], "
                                                    "hf:PATH, ppo:DIR, rloo:DIR, sft:DIR, bon:POLICY,n=4, "
                                                    "module:Class, file.py:Class (default: lead)")
@@ -32,11 +50,15 @@ def register(subparsers) -> None:
                    help="env ids (default: the newest version of every utterance-level task)")
     p.add_argument("--vs", default=None, help="a second agent spec to compute the win rate against")
     p.add_argument("--split", default="test")
-    p.add_argument("--limit", type=int, default=None, help="evaluate the first N examples only (not a valid submission)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--out", default="results.json", help="results JSON path (default: results.json)")
-    p.add_argument("--resume", action="store_true", help="keep envs already scored in --out, and shards a killed "
-                                                         "or failed run finished (OUT.shards/)")
+    p.add_argument("--limit", type=positive_int, default=None,
+                   help="evaluate the first N examples only (not a valid submission)")
+    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--out", default="results.json", help="results JSON path (default: results.json); an existing "
+                                                        "file is an error unless --resume or --overwrite")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the envs already scored in --out (same agent, --vs, split, limit, reward and safety "
+                        "penalty, else an error), and shards a killed or failed run finished (OUT.shards/)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out (and OUT.shards/)")
     p.add_argument("--reward", default=None, help="reward spec replacing the env's default reward model: builtin, "
                                                   "judge, gold, chrf, bleu, rougeL, HEAD.safetensors, hf:PATH_OR_ID, "
                                                   "FILE.py:FUNCTION, or a weighted sum like 0.7*builtin+0.3*chrf")
@@ -47,7 +69,7 @@ def register(subparsers) -> None:
                         "results (needs `pip install ray`)")
     p.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
-    p.add_argument("--shard-size", type=int, default=None, help="examples per shard (default 256)")
+    p.add_argument("--shard-size", type=positive_int, default=None, help="examples per shard (default 256)")
     p.add_argument("--max-retries", type=int, default=None,
                    help="tries after a shard's first failure (default: 1 with ray, 0 locally)")
     p.set_defaults(handler=cmd_bench)
@@ -57,10 +79,10 @@ def register(subparsers) -> None:
     p.add_argument("--policy", default=None, help="smollm2, hf:ID_OR_PATH or a policy directory (default: the "
                                                   "task's default policy)")
     p.add_argument("--split", default="train")
-    p.add_argument("--limit", type=int, default=None, help="the first N examples of the split")
-    p.add_argument("--k", type=int, default=4, help="samples per prompt (default 4)")
+    p.add_argument("--limit", type=positive_int, default=None, help="the first N examples of the split")
+    p.add_argument("--k", type=positive_int, default=4, help="samples per prompt (default 4)")
     p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--batch-size", type=int, default=8, help="prompts per generate call")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="prompts per generate call")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="JSONL: {id, prompt, references, responses} per example")
     p.set_defaults(handler=cmd_sample)
@@ -79,10 +101,13 @@ def register(subparsers) -> None:
     p.add_argument("--predictions", required=True)
     p.add_argument("--vs-predictions", default=None)
     p.add_argument("--split", default="test")
-    p.add_argument("--limit", type=int, default=None, help="the first N examples of the split (as bench --limit)")
+    p.add_argument("--limit", type=positive_int, default=None,
+                   help="the first N examples of the split (as bench --limit)")
     p.add_argument("--reward", default=None, help="reward spec replacing the env's default reward model")
     p.add_argument("--safety-coef", type=float, default=0.0, help="the env's safety penalty coefficient")
-    p.add_argument("--out", default="scores.json")
+    p.add_argument("--out", default="scores.json",
+                   help="results JSON path (default: scores.json); an existing file is an error unless --overwrite")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.set_defaults(handler=cmd_score)
 
     p = subparsers.add_parser("train-tokenizer", help="rebuild the project's BPE tokenizer from the built-in data")
@@ -124,8 +149,14 @@ def cmd_data(args) -> int:
 
 def cmd_bench(args) -> int:
     from rlhf_gym.bench_shards import ShardsFailed
-    from rlhf_gym.evaluation import SHARD_SIZE, print_results_table, run_bench
+    from rlhf_gym.evaluation import (
+        SHARD_SIZE,
+        check_output_path,
+        print_results_table,
+        run_bench,
+    )
 
+    check_output_path(args.out, resume=args.resume, overwrite=args.overwrite)  # before minutes of work
     try:
         results = run_bench(args.agent, args.envs, vs_spec=args.vs, split=args.split, limit=args.limit,
                             batch_size=args.batch_size, out=args.out, resume=args.resume, reward=args.reward,
@@ -146,11 +177,10 @@ def cmd_sample(args) -> int:
     import torch
     from tqdm.auto import tqdm
 
+    from rlhf_gym.envs.text_env import fit_action
     from rlhf_gym.policy import generate, resolve_policy
     from rlhf_gym.tasks import get_task
 
-    if args.k < 1 or (args.limit is not None and args.limit < 1):
-        raise ValueError("--k and --limit must be >= 1")
     task = get_task(args.env)
     examples = task.examples(args.split)[: args.limit] if args.limit else task.examples(args.split)
     out = Path(args.out)
@@ -173,7 +203,7 @@ def cmd_sample(args) -> int:
             *_, texts, _ = generate(model, tok, meta, [ex.prompt for ex in batch], temperature=args.temperature,
                                     do_sample=True, num_return_sequences=args.k)
             for j, ex in enumerate(batch):
-                responses = [t[: task.max_response_chars] for t in texts[j * args.k:(j + 1) * args.k]]
+                responses = [fit_action(t, task.max_response_chars) for t in texts[j * args.k:(j + 1) * args.k]]
                 fh.write(json.dumps({"id": ex.id, "prompt": ex.prompt, "references": list(ex.references),
                                      "responses": responses, "policy": args.policy or "default",
                                      "temperature": args.temperature}, ensure_ascii=False) + "\n")
@@ -212,14 +242,19 @@ def read_predictions(path: str) -> list[dict]:
 
 
 def cmd_score(args) -> int:
-    from rlhf_gym.evaluation import new_results, print_results_table, score_predictions, write_json_atomic
+    from rlhf_gym.evaluation import (
+        check_output_path,
+        new_results,
+        print_results_table,
+        score_predictions,
+        write_json_atomic,
+    )
 
+    check_output_path(args.out, overwrite=args.overwrite)
     predictions = read_predictions(args.predictions)
     vs = read_predictions(args.vs_predictions) if args.vs_predictions else None
     results = new_results({"spec": f"predictions:{args.predictions}", "name": Path(args.predictions).stem},
                           {"spec": f"predictions:{args.vs_predictions}"} if vs else None)
-    if args.limit is not None and args.limit < 1:
-        raise ValueError(f"--limit must be >= 1, got {args.limit}")
     block = score_predictions(args.env, predictions, split=args.split, vs_predictions=vs, show_progress=True,
                               limit=args.limit, reward=args.reward, safety_coef=args.safety_coef)
     results["envs"][block["env_id"]] = block

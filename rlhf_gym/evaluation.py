@@ -19,6 +19,7 @@ import numpy as np
 
 from rlhf_gym import metrics
 from rlhf_gym.data import Example
+from rlhf_gym.paths import honour_umask
 
 RESULTS_SCHEMA_VERSION = 1
 SCORE_BATCH = 64
@@ -156,6 +157,24 @@ def align_predictions(examples: Sequence[Example], predictions: Sequence[dict[st
     return [by_id[i] for i in expected]
 
 
+def bench_task(env_id: str):
+    """The task of an utterance-level env id, which ``bench``, ``score`` and the leaderboard
+    evaluate; a token-level id is an error naming the id to use instead (results would otherwise
+    be filed under another id than the one asked for)."""
+    from rlhf_gym.tasks import get_task
+
+    task = get_task(env_id)
+    if env_id not in (task.env_id, task.env_id.split("/", 1)[1]):
+        raise ValueError(f"{env_id} is the token-level twin of {task.env_id}; bench and score evaluate whole "
+                         f"responses on the utterance-level env: use --envs {task.env_id}")
+    return task
+
+
+def check_limit(limit: int | None) -> None:
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be a positive number of examples (or None for the whole split), got {limit!r}")
+
+
 def score_shard(scorer: EnvScorer, judge, examples: Sequence[Example], hyps: Sequence[str],
                 vs: Sequence[str] | None = None, *, start: int = 0, show_progress: bool = False) -> dict[str, Any]:
     """The per-example numbers of one shard: ``hyps[j]`` answers example ``start + j`` of the
@@ -257,15 +276,21 @@ def score_predictions(env_id: str, predictions, *, split: str = "test", vs_predi
     first ``limit`` examples) and return the per-env results block. Rewards come from stepping
     the env (``reward`` is a reward spec replacing the env's default; ``safety_coef`` the env's
     safety penalty); win rates from the task's judge. Scored in the shards ``bench`` uses, so
-    the numbers equal bench's for the same predictions."""
-    from rlhf_gym.tasks import get_task
+    the numbers equal bench's for the same predictions. Every prediction must be a valid action
+    of the env (:func:`rlhf_gym.envs.text_env.check_responses`), checked before any model loads."""
+    from rlhf_gym.envs.text_env import check_responses
 
-    task = get_task(env_id)
+    check_limit(limit)
+    task = bench_task(env_id)
     examples = task.examples(split)
     if limit is not None:
         examples = examples[:limit]
     hyps = align_predictions(examples, predictions)
     vs = align_predictions(examples, vs_predictions, "vs predictions") if vs_predictions is not None else None
+    ids = [ex.id for ex in examples]
+    check_responses(ids, hyps, task.max_response_chars, f"predictions for {task.env_id}")
+    if vs is not None:
+        check_responses(ids, vs, task.max_response_chars, f"vs predictions for {task.env_id}")
     scorer = EnvScorer(task, split, reward=reward, safety_coef=safety_coef)
     judge = task.judge_model()
     shards = [score_shard(scorer, judge, examples[a:b], hyps[a:b], vs[a:b] if vs is not None else None, start=a,
@@ -289,10 +314,8 @@ def write_json_atomic(path: str | Path, data: Any) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a results file gets the user's usual mode
     try:
+        honour_umask(tmp)  # mkstemp makes 0600; a results file gets the user's usual mode
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(data, fh, ensure_ascii=False, indent=1)
         os.replace(tmp, path)
@@ -305,7 +328,11 @@ def generate(agent, examples: Sequence[Example], batch_size: int = 32, desc: str
              show_progress: bool = True, scorer: "EnvScorer | None" = None, offset: int = 0) -> list[dict[str, str]]:
     """Run an agent over examples in batches; returns ``{"id", "prediction"}`` records. With a
     ``scorer`` the agent sees exactly what the env's ``reset`` shows (observations and infos);
-    ``examples`` then start at example ``offset`` of the scorer's split (a shard)."""
+    ``examples`` then start at example ``offset`` of the scorer's split (a shard), and each batch
+    is checked against the env's validity rule as soon as the agent returns it, so an agent that
+    writes invalid responses fails on its first batch, not after the whole split."""
+    from rlhf_gym.envs.text_env import check_responses
+
     out = []
     if scorer is not None and hasattr(agent, "bind_env"):
         agent.bind_env(scorer)  # agents that score candidates (best-of-n) use the env's reward path
@@ -325,10 +352,14 @@ def generate(agent, examples: Sequence[Example], batch_size: int = 32, desc: str
             got = "None" if responses is None else ("a str" if isinstance(responses, str) else f"{len(responses)} responses")
             raise ValueError(f"agent {agent.name!r} returned {got} for {len(batch)} prompts; act() must return a "
                              "list of response strings, one per observation")
+        responses = list(responses)
         for ex, response in zip(batch, responses):
             if not isinstance(response, str):
                 raise ValueError(f"agent {agent.name!r} returned {type(response).__name__} for {ex.id}, not str")
-            out.append({"id": ex.id, "prediction": response})
+        if scorer is not None:
+            check_responses([ex.id for ex in batch], responses, scorer.task.max_response_chars,
+                            f"agent {agent.name!r} on {scorer.task.env_id}")
+        out += [{"id": ex.id, "prediction": response} for ex, response in zip(batch, responses)]
     return out
 
 
@@ -347,10 +378,65 @@ def run_bench(agent_spec: str, env_ids: Sequence[str] | None = None, *, vs_spec:
     numbers. A failed shard is retried ``max_retries`` times (default: 1 on Ray, 0 locally)."""
     from rlhf_gym.bench_shards import run_sharded_bench
 
+    check_limit(limit)
+    if int(batch_size) < 1:
+        raise ValueError(f"batch size must be >= 1, got {batch_size}")
     return run_sharded_bench(agent_spec, env_ids or list_env_ids(), vs_spec=vs_spec, split=split, limit=limit,
                              batch_size=batch_size, out=out, resume=resume, show_progress=show_progress,
                              reward=reward, safety_coef=safety_coef, executor=executor, address=address,
                              num_cpus=num_cpus, shard_size=shard_size, max_retries=max_retries)
+
+
+def resumable_envs(out: str | Path, results: dict[str, Any]) -> dict[str, Any]:
+    """The env blocks of an existing results file that ``--resume`` keeps. Every block must have
+    been made with this run's agent, ``--vs``, split, limit, reward and safety penalty: a file
+    made with other settings is an error that names the difference (resuming would otherwise drop
+    or mix those results)."""
+    try:
+        previous = json.loads(Path(out).read_text(encoding="utf-8"))
+        previous_envs = previous["envs"]
+        if not isinstance(previous_envs, dict):
+            raise TypeError
+    except (ValueError, KeyError, TypeError):
+        raise ValueError(f"--resume: {out} is not an rlhf-gym results file; use another --out") from None
+    settings = results["settings"]
+    want = {"agent": results["agent"]["spec"], "vs": (results["vs_agent"] or {}).get("spec")}
+    have = {"agent": (previous.get("agent") or {}).get("spec"), "vs": (previous.get("vs_agent") or {}).get("spec")}
+    differences = [f"{key} {have[key]!r} (this run: {want[key]!r})" for key in want if have[key] != want[key]]
+    for env_id, block in previous_envs.items():
+        block_settings = {"split": block.get("split"), "limit": block.get("limit"),
+                          "reward": block.get("reward_spec") or "builtin",
+                          "safety_coef": float(block.get("safety_coef", 0.0))}
+        for key, value in block_settings.items():
+            current = float(settings[key]) if key == "safety_coef" else settings[key]
+            if value != current:
+                differences.append(f"{env_id} {key}={value!r} (this run: {current!r})")
+    if differences:
+        raise ValueError(f"--resume: {out} was made with other settings: {'; '.join(differences[:4])}"
+                         f"{' ...' if len(differences) > 4 else ''}. Rerun with the same settings, write to another "
+                         "--out, or pass --overwrite to replace it")
+    return dict(previous_envs)
+
+
+def check_output_path(out: str | Path, resume: bool = False, overwrite: bool = False) -> None:
+    """Refuse, before any work, to replace an existing results file, or to discard the finished
+    shards a killed run left in ``OUT.shards/``, unless asked to (``--overwrite``) or told to
+    continue (``--resume``)."""
+    if resume and overwrite:
+        raise ValueError("--resume and --overwrite contradict each other: --resume keeps the envs already in --out, "
+                         "--overwrite replaces the file")
+    path = Path(out)
+    if path.is_dir():
+        raise ValueError(f"--out {out} is a directory; give a .json file path")
+    if resume or overwrite:
+        return
+    if path.exists():
+        raise ValueError(f"{out} already exists; pass --overwrite to replace it, --resume to keep the envs already in "
+                         "it, or another --out")
+    shards = Path(f"{out}.shards")
+    if shards.is_dir() and any(shards.iterdir()):
+        raise ValueError(f"{shards} holds the finished shards of an unfinished run; pass --resume to continue it, "
+                         "--overwrite to discard them, or another --out")
 
 
 def _fmt_ci(win: dict[str, Any] | None) -> str:
