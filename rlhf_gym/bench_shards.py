@@ -350,7 +350,8 @@ def run_sharded_bench(agent_spec: str, env_ids: Sequence[str], *, vs_spec: str |
         runner.close()
     if failed:
         names = ", ".join(shard.name for shard, _ in failed)
-        kept = f"; finished shards are kept in {store.dir}: rerun with --resume to do only the rest" if out else ""
+        kept = (f"; finished shards are kept in {store.dir}: rerun with --resume to do only the rest"
+                if store.dir is not None and store.dir.exists() else "")
         raise ShardsFailed(f"{len(failed)} shard(s) failed after {max_retries + 1} tries: {names} "
                            f"(last error: {_error_line(failed[-1][1])}){kept}")
     return results
