@@ -83,10 +83,10 @@ def detokenize(text: str) -> str:
 DIALOGUE_HISTORY_TURNS = 6  # turns of context in a prompt; older turns rarely matter to the reply
 
 
-def dialogue_prompt(topic: str, turns: list[str], upto: int) -> str:
-    """Conversation history before turn ``upto``, speakers A/B alternating, ending with the
-    speaker tag the agent must answer as."""
-    start = max(0, upto - DIALOGUE_HISTORY_TURNS)
+def dialogue_prompt(topic: str, turns: list[str], upto: int, history: int | None = DIALOGUE_HISTORY_TURNS) -> str:
+    """Conversation history before turn ``upto`` (its last ``history`` turns; ``None``: all of it),
+    speakers A/B alternating, ending with the speaker tag the agent must answer as."""
+    start = 0 if history is None else max(0, upto - history)
     lines = [f"Topic: {topic}"] if topic else []
     for i in range(start, upto):
         lines.append(f"{'AB'[i % 2]}: {turns[i]}")

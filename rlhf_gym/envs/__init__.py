@@ -50,6 +50,9 @@ def register_envs() -> None:
     for task in BUILTIN_TASKS:
         register_task(task, overwrite=True)
     register_task_files_from_env()  # tasks a parent process registered with --task-file
+    from rlhf_gym.envs.memory import register_memory_envs
+
+    register_memory_envs()
 
 
 register_envs()

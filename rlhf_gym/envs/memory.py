@@ -1,0 +1,138 @@
+"""``rlhf_gym/DialogueMemory-v0``: a multi-turn conversation that tests what the agent remembers.
+
+Episodes replay real conversations (chitchat-dataset; train/validation/test split by conversation
+as ``rlhf_gym/Dialogue-v1``). The partner's turns are the real human turns, into which the env
+splices synthetic facts (a name, a pet's name, a city, a job, a date, a favourite thing...) and,
+some turns later, questions about them; some facts are updated in between, and then only the
+latest value is right. The agent answers every partner turn; its replies replace the human ones in
+the history. See :mod:`rlhf_gym.memory.plan` for the schedule and the scoring rule.
+
+- observation: the whole conversation so far (``Topic:`` line, ``A:``/``B:`` turns), ending with
+  ``B:``, the tag the agent answers as.
+- action: the reply text (at most 300 characters, as Dialogue).
+- reward: the Dialogue-v1 reward (``reward_model``, default ``builtin``: the proxy head, on the
+  Dialogue prompt format of the last six turns) at every turn, plus ``memory_weight`` (default 3.0)
+  times ``memory_correct`` (0 or 1) at a probe turn.
+- ``info`` of a step: ``turn`` (the answered agent turn), ``is_probe``, ``memory_correct`` (1.0/0.0; None off
+  probes), ``distance`` (agent turns since the right value was last said; 0 off probes),
+  ``updated``, ``slot``, ``answer``, ``stale``, ``score`` and the other reward components,
+  ``memory_bonus``, ``response``, ``references`` (of the answered turn).
+- ``reset`` info: ``example_id`` (the conversation id), ``index``, ``turn`` (0), ``n_turns``,
+  ``references`` (of turn 0), ``turn_references`` (of every turn: the real human reply, and at a
+  probe the answer first, so the ``reference`` agent is an oracle), ``probes`` (turn, slot,
+  answer, stale, distance, updated of each probe) and ``source`` (the partner's first turn).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from rlhf_gym.data import DIALOGUE_HISTORY_TURNS, dialogue_prompt
+from rlhf_gym.envs.text_env import (MAX_PROMPT_CHARS, check_response, make_env_reward, pick_example,
+                                    render_transcript, terminal_observation, text_space)
+from rlhf_gym.memory.plan import Episode, load_episodes, memory_correct
+
+BASE_TASK = "rlhf_gym/Dialogue-v1"
+MEMORY_ENV_PREFIX = "rlhf_gym/DialogueMemory-"
+DEFAULT_MEMORY_WEIGHT = 3.0  # about the spread (std) of the proxy head's score on real replies
+
+
+def is_memory_env(env_id: str) -> bool:
+    return env_id.startswith(MEMORY_ENV_PREFIX) or env_id.startswith("DialogueMemory-")
+
+
+def probe_summary(episode: Episode) -> list[dict[str, Any]]:
+    return [{"turn": f.probe, "slot": f.slot, "answer": f.value, "stale": f.first_value, "distance": f.distance,
+             "updated": f.updated} for f in episode.facts]
+
+
+class DialogueMemoryEnv(gym.Env[str, str]):
+    """``gymnasium.make("rlhf_gym/DialogueMemory-v0", split="test")``; see the module docstring."""
+
+    metadata = {"render_modes": ["ansi"], "render_fps": 4}
+
+    def __init__(self, split: str = "train", reward_model: Any = "builtin", memory_weight: float = DEFAULT_MEMORY_WEIGHT,
+                 render_mode: str | None = None, **penalties):
+        from rlhf_gym.tasks import get_task
+
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
+        if not math.isfinite(memory_weight) or memory_weight < 0:
+            raise ValueError(f"memory_weight must be a finite number >= 0, got {memory_weight!r}")
+        self.task = get_task(BASE_TASK)
+        self.split, self.render_mode, self.memory_weight = split, render_mode, float(memory_weight)
+        self.examples = list(load_episodes(split))
+        self._index = {ep.id: i for i, ep in enumerate(self.examples)}
+        self.reward_fn = make_env_reward(self.task, reward_model, **penalties)
+        self.observation_space = text_space(MAX_PROMPT_CHARS, min_length=1)
+        self.action_space = text_space(self.task.max_response_chars)
+        self._episode: Episode | None = None
+        self._example_index = -1
+
+    # -- episode state -------------------------------------------------------------------
+
+    def _history(self, last: int | None) -> str:
+        """The conversation so far (its ``last`` utterances; ``None``: all), ending with ``B:``."""
+        return dialogue_prompt(self._episode.topic, self._turns, len(self._turns), history=last)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        self._example_index = pick_example(self, options)
+        ep = self._episode = self.examples[self._example_index]
+        self._turn = 0
+        self._turns = [ep.partner[0]]  # utterances so far: partner, agent, partner, ...
+        self._transcript = [self._history(None)]
+        info = {"example_id": ep.id, "index": self._example_index, "turn": 0, "n_turns": ep.n_turns,
+                "references": [ep.references[0]], "turn_references": list(ep.references),
+                "probes": probe_summary(ep), "source": ep.partner[0]}
+        return self._history(None), info
+
+    def step(self, action: str):
+        if self._episode is None:
+            raise RuntimeError("call reset() before step()")
+        ep, t = self._episode, self._turn
+        if t >= ep.n_turns:
+            raise RuntimeError("the episode has ended; call reset()")
+        response = check_response(action, self.task.max_response_chars)
+        prompt = self._history(None)
+        # The reward model reads the prompt format it was trained on (Dialogue: the last six turns).
+        total, components = self.reward_fn([self._history(DIALOGUE_HISTORY_TURNS)], [response], [(ep.references[t],)])
+        info: dict[str, Any] = {"example_id": ep.id, "index": self._example_index, "turn": t,
+                                "references": [ep.references[t]], "source": ep.partner[t],
+                                "is_probe": t in ep.probe_at, "memory_correct": None, "distance": 0,
+                                "updated": False, "slot": "", "answer": "", "stale": ""}
+        info.update({name: float(values[0]) for name, values in components.items()})
+        reward = float(total[0])
+        if t in ep.probe_at:
+            fact = ep.facts[ep.probe_at[t]]
+            correct = float(memory_correct(response, fact.value, fact.first_value))
+            info.update(memory_correct=correct, distance=fact.distance, updated=fact.updated, slot=fact.slot,
+                        answer=fact.value, stale=fact.first_value or "")
+            reward += self.memory_weight * correct
+        info["memory_bonus"] = reward - float(total[0])
+        info["response"] = response
+        self._turns.append(response)
+        self._transcript.append(response)
+        self._turn = t + 1
+        if self._turn >= ep.n_turns:
+            return terminal_observation(prompt, response), reward, True, False, info
+        self._turns.append(ep.partner[self._turn])
+        self._transcript.append(ep.partner[self._turn])
+        return self._history(None), reward, False, False, info
+
+    def render(self) -> str | None:
+        if self.render_mode == "ansi":
+            return render_transcript(self._transcript)
+        return None
+
+
+def register_memory_envs() -> None:
+    registry = gym.envs.registration.registry
+    env_id = f"{MEMORY_ENV_PREFIX}v0"
+    registry.pop(env_id, None)
+    # No vector entry point: gymnasium.make_vec gives SyncVectorEnv/AsyncVectorEnv over this env.
+    gym.register(id=env_id, entry_point="rlhf_gym.envs.memory:DialogueMemoryEnv", disable_env_checker=False)
