@@ -125,8 +125,16 @@ def cmd_envs(args) -> int:
 
 
 def cmd_data(args) -> int:
+    from rlhf_gym.envs.memory import is_memory_env
     from rlhf_gym.tasks import get_task
 
+    if is_memory_env(args.env) and args.format == "examples":  # one episode per line: turns, facts, probes
+        from rlhf_gym.memory.plan import load_episodes
+
+        episodes = load_episodes(args.split or "test")
+        for episode in episodes[: args.limit] if args.limit else episodes:
+            sys.stdout.write(json.dumps(episode.to_json(), ensure_ascii=False) + "\n")
+        return 0
     if args.format != "examples":
         from rlhf_gym.integrations.trl import prompt_records
         from rlhf_gym.integrations.verl import verl_records

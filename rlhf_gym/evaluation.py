@@ -381,10 +381,31 @@ def run_bench(agent_spec: str, env_ids: Sequence[str] | None = None, *, vs_spec:
     check_limit(limit)
     if int(batch_size) < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
-    return run_sharded_bench(agent_spec, env_ids or list_env_ids(), vs_spec=vs_spec, split=split, limit=limit,
-                             batch_size=batch_size, out=out, resume=resume, show_progress=show_progress,
-                             reward=reward, safety_coef=safety_coef, executor=executor, address=address,
-                             num_cpus=num_cpus, shard_size=shard_size, max_retries=max_retries)
+    from rlhf_gym.envs.memory import is_memory_env
+
+    env_ids = list(env_ids or list_env_ids())
+    # DialogueMemory ids play whole multi-turn episodes: rlhf_gym.memory.bench, after the sharded envs
+    memory_ids = [e for e in env_ids if is_memory_env(e)]
+    other_ids = [e for e in env_ids if not is_memory_env(e)]
+    for env_id in memory_ids:  # a bad id fails before any work
+        if env_id.split("/")[-1] != "DialogueMemory-v0":
+            raise ValueError(f"unknown env id {env_id!r}; the memory env is rlhf_gym/DialogueMemory-v0")
+    results = run_sharded_bench(agent_spec, other_ids, vs_spec=vs_spec, split=split, limit=limit,
+                                batch_size=batch_size, out=out, resume=resume, show_progress=show_progress,
+                                reward=reward, safety_coef=safety_coef, executor=executor, address=address,
+                                num_cpus=num_cpus, shard_size=shard_size, max_retries=max_retries)
+    for env_id in memory_ids:
+        if env_id in results["envs"]:
+            continue
+        from rlhf_gym.memory.bench import memory_block
+
+        block = memory_block(agent_spec, env_id, split=split, limit=limit, batch_size=batch_size, reward=reward,
+                             safety_coef=safety_coef, show_progress=show_progress)
+        block["reward_spec"] = reward or "builtin"
+        results["envs"][env_id] = block
+        if out:
+            write_json_atomic(out, results)
+    return results
 
 
 def resumable_envs(out: str | Path, results: dict[str, Any]) -> dict[str, Any]:
@@ -457,6 +478,8 @@ def results_table(results: dict[str, Any]):
     for column in columns:
         table.add_column(column, justify="left" if column == "env" else "right", no_wrap=True)
     for env_id, block in results["envs"].items():
+        if block.get("task") == "dialogue-memory":  # printed by rlhf_gym.memory.bench.memory_table
+            continue
         m = block["metrics"]
         row = [env_id.split("/", 1)[-1], str(block["n"]), f"{m['bleu']:.2f}", f"{m['chrf']:.2f}", f"{m['rouge1']:.2f}",
                f"{m['rouge2']:.2f}", f"{m['rougeL']:.2f}", f"{m['rougeLsum']:.2f}", f"{m['reward_mean']:.3f}",
@@ -473,4 +496,10 @@ def print_results_table(results: dict[str, Any]) -> None:
 
     from rich.console import Console
 
-    Console(width=None if sys.stdout.isatty() else 160).print(results_table(results))
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    if any(b.get("task") != "dialogue-memory" for b in results["envs"].values()):
+        console.print(results_table(results))
+    if any(b.get("task") == "dialogue-memory" for b in results["envs"].values()):
+        from rlhf_gym.memory.bench import memory_table
+
+        console.print(memory_table(results))

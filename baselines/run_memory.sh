@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Reproduce the DialogueMemory-v0 baselines committed under baselines/memory/ (test split, first
+# $LIMIT episodes), then the accuracy-by-distance table and PNG. Each agent's file is skipped when it
+# exists (delete it to rerun), so a killed run resumes with the next agent.
+#   bash baselines/run_memory.sh            # LIMIT=40 by default
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+LIMIT=${LIMIT:-40}
+OUT=${OUT:-baselines/memory}
+export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+mkdir -p "$OUT"
+for agent in reference lead smollm2-window smollm2-memory smollm2-full smollm2; do
+  file="$OUT/${agent}.json"
+  if [ -f "$file" ]; then echo "skip $agent ($file exists)"; continue; fi
+  start=$(date +%s)
+  "$PY" -m rlhf_gym.cli bench --agent "$agent" --envs rlhf_gym/DialogueMemory-v0 --split test \
+      --limit "$LIMIT" --out "$file.partial" && mv "$file.partial" "$file"
+  echo "$agent: $(( $(date +%s) - start )) s"
+done
+"$PY" baselines/memory_table.py "$OUT"/*.json --png "$OUT/accuracy_by_distance.png" | tee "$OUT/table.md"
