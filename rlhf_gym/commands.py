@@ -121,6 +121,8 @@ def cmd_envs(args) -> int:
 
     for task in list_tasks():
         print(f"{task.env_id}\t{task.token_env_id}\t{task.kind}\t{task.source}\t{task.description}")
+    print("rlhf_gym/DialogueMemory-v0\t-\tdialogue\tchitchat\tMulti-turn: real conversations with planted, "
+          "updated and probed facts (envs/DialogueMemory.md).")
     return 0
 
 
