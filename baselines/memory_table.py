@@ -65,7 +65,8 @@ def plot(rows: list[tuple[str, dict]], out: str) -> None:
         rates = [block["metrics"]["memory_by_distance"][b] for b in buckets]
         x = [i + (k - (len(rows) - 1) / 2) * 0.06 for i in range(len(buckets))]
         y = [r["mean"] for r in rates]
-        err = [[r["mean"] - r["ci_low"] for r in rates], [r["ci_high"] - r["mean"] for r in rates]]
+        # clipped at 0: a Wilson bound can sit a rounding error inside the rate (0.9999999999 vs 1.0)
+        err = [[max(0.0, r["mean"] - r["ci_low"]) for r in rates], [max(0.0, r["ci_high"] - r["mean"]) for r in rates]]
         ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=spec)
     ax.set_xticks(range(len(buckets)), [f"{b} turns" for b in buckets])
     ax.set_ylim(-0.03, 1.03)

@@ -2,7 +2,7 @@
 # Reproduce the DialogueMemory-v0 baselines committed under baselines/memory/ (test split, first
 # $LIMIT episodes), then the accuracy-by-distance table and PNG. Each agent's file is skipped when it
 # exists (delete it to rerun), so a killed run resumes with the next agent.
-#   bash baselines/run_memory.sh            # LIMIT=40 by default
+#   bash baselines/run_memory.sh            # LIMIT=40 by default; AGENTS="lead smollm2-memory" for a subset
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -10,7 +10,8 @@ LIMIT=${LIMIT:-40}
 OUT=${OUT:-baselines/memory}
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 mkdir -p "$OUT"
-for agent in reference lead smollm2-window smollm2-memory smollm2-full smollm2; do
+AGENTS=${AGENTS:-reference lead smollm2-window smollm2-memory smollm2-full smollm2}
+for agent in $AGENTS; do
   file="$OUT/${agent}.json"
   if [ -f "$file" ]; then echo "skip $agent ($file exists)"; continue; fi
   start=$(date +%s)
