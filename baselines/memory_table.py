@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from rlhf_gym.memory.plan import DISTANCE_BUCKETS
@@ -88,7 +89,7 @@ def main() -> None:
     print(markdown(rows))
     if args.png:
         plot(rows, args.png)
-        print(f"\nwrote {args.png}")
+        print(f"wrote {args.png}", file=sys.stderr)
 
 
 if __name__ == "__main__":
