@@ -182,7 +182,7 @@ def test_batched_reward_is_called_once_per_step():
 def test_make_vec_with_render_mode_for_every_id(env_id):
     venv = gym.make_vec(env_id, num_envs=2, render_mode="ansi", reward_model=length_reward)
     token = "Token" in env_id
-    expected_class = SyncVectorEnv if token or "MultiTurn" in env_id else TextVectorEnv
+    expected_class = SyncVectorEnv if token or "MultiTurn" in env_id or "Memory" in env_id else TextVectorEnv
     assert type(venv) is expected_class and venv.render_mode == "ansi"
     obs, info = venv.reset(seed=0)
     frames = venv.render()
