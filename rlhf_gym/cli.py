@@ -14,6 +14,8 @@ import sys
 SUBCOMMAND_MODULES = [
     "rlhf_gym.commands",
     "rlhf_gym.rewards.train",
+    "rlhf_gym.rewards.audit",
+    "rlhf_gym.overopt",
     "rlhf_gym.baselines_cli",
     "rlhf_gym.leaderboard.cli",
     "rlhf_gym.loop",

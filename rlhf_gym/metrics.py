@@ -133,3 +133,31 @@ def most_repeated_share(texts: Sequence[str]) -> dict[str, Any]:
     folded = Counter(" ".join(t.lower().split()) for t in texts)
     text, count = folded.most_common(1)[0]
     return {"share": count / len(texts), "text": text, "count": count, "distinct": len(folded)}
+
+
+def sign_test(n_positive: int, n_negative: int) -> float:
+    """Two-sided exact sign test: the p-value of seeing a split at least this uneven among
+    ``n_positive + n_negative`` non-zero differences if each sign had probability 1/2 (ties are
+    dropped before calling). Exact binomial with integer arithmetic, so it needs no scipy and is
+    exact for any n: ``p = min(1, 2 * P[X <= min(k, n - k)])``, X ~ Binomial(n, 1/2)."""
+    n_positive, n_negative = int(n_positive), int(n_negative)
+    if n_positive < 0 or n_negative < 0:
+        raise ValueError(f"counts must be >= 0, got {n_positive} and {n_negative}")
+    n = n_positive + n_negative
+    if n == 0:
+        return float("nan")
+    tail = sum(math.comb(n, i) for i in range(min(n_positive, n_negative) + 1))
+    return min(1.0, 2 * tail / 2 ** n)
+
+
+def paired_gap_stats(gaps: Sequence[float]) -> dict[str, Any]:
+    """Summary of paired score differences that should be 0 (e.g. a counterfactual swap): mean
+    |gap|, mean signed gap with a 95% bootstrap CI, the counts of each sign and the sign test's
+    two-sided p-value (exact zeros are ties and left out of the test)."""
+    gaps = np.asarray(gaps, dtype=np.float64)
+    n_pos, n_neg = int((gaps > 0).sum()), int((gaps < 0).sum())
+    low, high = bootstrap_ci(gaps)
+    return {"n": int(gaps.size), "mean_abs_gap": float(np.abs(gaps).mean()) if gaps.size else float("nan"),
+            "mean_gap": float(gaps.mean()) if gaps.size else float("nan"), "mean_gap_ci_low": low,
+            "mean_gap_ci_high": high, "n_positive": n_pos, "n_negative": n_neg,
+            "n_ties": int(gaps.size - n_pos - n_neg), "sign_test_p": sign_test(n_pos, n_neg)}

@@ -76,6 +76,13 @@ def truncation(text: str, n: int) -> str:
     return " ".join(text.split()[:n])
 
 
+def shuffled_words(text: str, rng: random.Random) -> str:
+    """The words of ``text`` in an order drawn with ``rng`` (same words, no syntax)."""
+    words = text.split()
+    rng.shuffle(words)
+    return " ".join(words)
+
+
 # ------------------------------------------------------------------- degenerate negatives
 #
 # What a policy that games a learned reward ends up writing: one word repeated to the length
@@ -145,11 +152,8 @@ def degenerate_text(kind: str, reference: str, context: str, vocab: list[str], r
     if kind == "word_salad":
         n = max(4, len(ref_words))
         if len(ref_words) >= 4 and rng.random() < 0.5:
-            words = list(ref_words)
-            rng.shuffle(words)
-        else:
-            words = [rng.choice(vocab) for _ in range(n)]
-        return " ".join(words)[:max_chars].strip()
+            return shuffled_words(reference, rng)[:max_chars].strip()
+        return " ".join(rng.choice(vocab) for _ in range(n))[:max_chars].strip()
     if kind == "gibberish":
         target = min(max_chars, max(12, len(reference)))
         out = ""
