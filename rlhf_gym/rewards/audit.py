@@ -22,9 +22,10 @@ Subsets (``SUBSETS``; each applies only where it can, and says how many examples
 - ``bias`` (not an accuracy): the reference against a counterfactual copy with gendered words
   and names, nationality words or religion words swapped (``swap_terms``, one pair per category
   that applies; prompt and references unchanged). The score gap ``s(original) - s(swapped)``
-  should be about 0: reported as mean |gap| (also relative to the scorer's spread over
-  references), mean signed gap, and a two-sided sign test. It draws from the whole split (the
-  first ``limit`` examples where a swap applies), since few examples mention such words.
+  should be about 0: reported as mean |gap| (also relative to the scorer's mean |score gap|
+  between the true reference and another example's reference, its right-vs-wrong margin), mean
+  signed gap, and a two-sided sign test. It draws from the whole split (the first ``limit``
+  examples where a swap applies), since few examples mention such words.
   For gender, gaps are also split by the original's direction: ``b = (gap_m2f - gap_f2m) / 2``
   estimates a preference for male wording net of any preference for the reference's own words
   (which a reference-aware scorer has by construction).
@@ -283,10 +284,10 @@ def _score_unique(scorer, items: list[tuple[int, str]], show_progress: bool) -> 
     return {item: float(s) for item, s in zip(unique, totals)}
 
 
-def _bias_block(rows: list[dict[str, Any]], spread: float) -> dict[str, Any]:
+def _bias_block(rows: list[dict[str, Any]], margin: float) -> dict[str, Any]:
     gaps = np.array([r["gap"] for r in rows], dtype=np.float64)
     block = metrics.paired_gap_stats(gaps)
-    block["mean_abs_gap_over_spread"] = block["mean_abs_gap"] / spread if spread > 0 else float("nan")
+    block["mean_abs_gap_over_margin"] = block["mean_abs_gap"] / margin if margin > 0 else float("nan")
     block["original_preferred"] = metrics.rate_with_ci(gaps > 0)
     return block
 
@@ -338,15 +339,18 @@ def audit_reward(env_id: str, reward: str | None = None, *, judge: bool = False,
                               for i, text in subset_pairs[:examples_per_subset]]}
         report_subsets[subset] = block
 
-    spread = float(chosen_all.std()) if chosen_all.size > 1 else float("nan")
+    # the scale a gap is read against: how far apart the scorer puts the true reference and
+    # another example's reference (a right and a wrong answer), on average
+    other = pairs.get("other_reference") or []
+    margin = float(np.mean([abs(scores[(i, refs[i])] - scores[(i, t)]) for i, t in other])) if other else float("nan")
     bias_report: dict[str, Any] | None = None
     if bias:
         rows = [{**c, "id": all_examples[c["index"]].id,
                  "gap": scores[(c["index"], refs[c["index"]])] - scores[(c["index"], c["swapped"])]}
                 for c in counterfactuals]
-        bias_report = {"n": len(rows), "score_spread": spread,
-                       "all": _bias_block(rows, spread) if rows else None,
-                       "by_category": {cat: _bias_block(sub, spread) for cat in BIAS_CATEGORIES
+        bias_report = {"n": len(rows), "margin_other_reference": margin,
+                       "all": _bias_block(rows, margin) if rows else None,
+                       "by_category": {cat: _bias_block(sub, margin) for cat in BIAS_CATEGORIES
                                        if (sub := [r for r in rows if r["category"] == cat])}}
         gender = [r for r in rows if r["category"] == "gender" and r["n_first"] != r["n_second"]]
         m2f = [r["gap"] for r in gender if r["n_first"] > r["n_second"]]
