@@ -100,7 +100,7 @@ def test_overopt_on_a_tiny_ppo_run(toy_task, tmp_path):
     train(make_config("cpu-tiny", env_id=toy_task.env_id, policy=str(TINY_POLICY), out=str(run), iterations=2,
                       batch_size=4, mini_batch_size=4, ppo_epochs=1, lr=1e-3, snapshot_every=1, save_every=100,
                       progress=False, plot=False))
-    config, policies, train_kl = read_run(run)
+    _, policies, train_kl = read_run(run)
     assert [i for i, _ in policies] == [0, 1, 2]
     logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert train_kl[1] == logged[1]["kl"]  # snapshot iter 1 generated the rollout of iteration 2

@@ -20,9 +20,9 @@ from types import SimpleNamespace
 from typing import Any, Sequence
 
 import numpy as np
+from gymnasium import spaces
 from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
-from gymnasium import spaces
 
 from rlhf_gym.envs.text_env import (MAX_PROMPT_CHARS, TextGenerationEnv, add_step_results, check_response,
                                     example_info, make_env_reward, pick_example, render_transcript,
