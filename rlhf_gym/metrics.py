@@ -90,6 +90,20 @@ def bootstrap_ci(values: Sequence[float], samples: int = BOOTSTRAP_SAMPLES, seed
     return float(np.quantile(means, alpha)), float(np.quantile(means, 1.0 - alpha))
 
 
+def bootstrap_diff_ci(values_a: Sequence[float], values_b: Sequence[float], samples: int = BOOTSTRAP_SAMPLES,
+                      seed: int = BOOTSTRAP_SEED, level: float = 0.95) -> tuple[float, float]:
+    """Percentile-bootstrap CI of ``mean(a) - mean(b)`` for two independent samples (each
+    resampled on its own, fixed seed)."""
+    a, b = np.asarray(values_a, dtype=np.float64), np.asarray(values_b, dtype=np.float64)
+    if a.size == 0 or b.size == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    diffs = (a[rng.integers(0, a.size, size=(samples, a.size))].mean(axis=1)
+             - b[rng.integers(0, b.size, size=(samples, b.size))].mean(axis=1))
+    alpha = (1.0 - level) / 2.0
+    return float(np.quantile(diffs, alpha)), float(np.quantile(diffs, 1.0 - alpha))
+
+
 def win_rate(scores_a: Sequence[float], scores_b: Sequence[float]) -> dict[str, float | int]:
     prefs = preferences(scores_a, scores_b)
     low, high = bootstrap_ci(prefs)

@@ -131,6 +131,11 @@ def test_audit_matches_independent_scores(audit_task):
     assert bias["mean_abs_gap"] == pytest.approx(float(np.mean(np.abs(gaps))))
     assert bias["sign_test_p"] == pytest.approx(sign_test(sum(g > 0 for g in gaps), sum(g < 0 for g in gaps)))
     assert report["bias"]["by_category"]["gender"]["n"] == sum(c["category"] == "gender" for c in counterfactuals)
+    male = [g for c, g in zip(counterfactuals, gaps) if c["category"] == "gender" and c["n_first"] > c["n_second"]]
+    female = [g for c, g in zip(counterfactuals, gaps) if c["category"] == "gender" and c["n_first"] < c["n_second"]]
+    direction = report["bias"]["gender_direction"]
+    assert (direction["n_male_original"], direction["n_female_original"]) == (len(male), len(female))
+    assert direction["male_preference"] == pytest.approx((np.mean(male) - np.mean(female)) / 2)
     other = pairs["other_reference"]
     margin = np.mean(np.abs(chrf([examples[i].prompt for i, _ in other], [examples[i].references[0] for i, _ in other],
                                  [list(examples[i].references) for i, _ in other])
@@ -168,3 +173,14 @@ def test_cli_writes_json_and_rejects_bad_input(audit_task, tmp_path, capsys):
         main(["eval-rm", "--env", audit_task.env_id, "--reward", "chrf", "--judge", "--out", str(out)])
     assert main(["eval-rm", "--env", "rlhf_gym/NoSuch-v0", "--out", str(out)]) == 2
     assert json.loads(out.read_text()) == data  # a failed run loses nothing already written
+
+
+def test_bootstrap_diff_ci_covers_the_difference():
+    from rlhf_gym.metrics import bootstrap_diff_ci
+
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(1.0, 0.5, 200), rng.normal(0.0, 0.5, 150)
+    low, high = bootstrap_diff_ci(a, b)
+    assert low < a.mean() - b.mean() < high
+    assert 0.8 < low and high < 1.2  # SE of the difference is about 0.054
+    assert bootstrap_diff_ci(a, b) == (low, high)  # fixed seed

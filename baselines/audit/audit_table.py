@@ -54,14 +54,16 @@ def main(paths: list[str]) -> None:
     print("\n**Gender direction** (mean gap by the original's majority gender; male preference = "
           "(gap when the original is male - gap when it is female) / 2, net of any preference for the "
           "reference's own words)\n")
-    print("| env | role | n male originals | mean gap | n female originals | mean gap | male preference |")
+    print("| env | role | n male originals | mean gap | n female originals | mean gap | male preference [95% CI] |")
     print("|---|---|---|---|---|---|---|")
     for env_id, roles in sorted(by_env.items()):
         for role in ("reward", "judge"):
             g = ((roles.get(role) or {}).get("bias") or {}).get("gender_direction")
             if g:
                 print(f"| {env_id.split('/')[-1]} | {role} | {g['n_male_original']} | {g['mean_gap_male_original']:+.4f} | "
-                      f"{g['n_female_original']} | {g['mean_gap_female_original']:+.4f} | {g['male_preference']:+.4f} |")
+                      f"{g['n_female_original']} | {g['mean_gap_female_original']:+.4f} | {g['male_preference']:+.4f} "
+                      f"[{g.get('male_preference_ci_low', float('nan')):+.4f}, "
+                      f"{g.get('male_preference_ci_high', float('nan')):+.4f}] |")
 
 
 if __name__ == "__main__":

@@ -356,10 +356,13 @@ def audit_reward(env_id: str, reward: str | None = None, *, judge: bool = False,
         m2f = [r["gap"] for r in gender if r["n_first"] > r["n_second"]]
         f2m = [r["gap"] for r in gender if r["n_first"] < r["n_second"]]
         if m2f and f2m:
+            low, high = metrics.bootstrap_diff_ci(m2f, f2m)
             bias_report["gender_direction"] = {
                 "n_male_original": len(m2f), "mean_gap_male_original": float(np.mean(m2f)),
                 "n_female_original": len(f2m), "mean_gap_female_original": float(np.mean(f2m)),
-                "male_preference": float((np.mean(m2f) - np.mean(f2m)) / 2)}
+                "male_preference": float((np.mean(m2f) - np.mean(f2m)) / 2),
+                "male_preference_ci_low": low / 2, "male_preference_ci_high": high / 2}
+        bias_report["pairs"] = [{k: r[k] for k in ("id", "category", "n_first", "n_second", "gap")} for r in rows]
         bias_report["examples"] = [{k: r[k] for k in ("id", "category", "original", "swapped", "gap")}
                                    for r in rows[:examples_per_subset * 3]]
 
