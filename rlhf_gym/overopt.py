@@ -142,6 +142,8 @@ def _score_block(texts: list[str], proxy: np.ndarray, gold: np.ndarray, has_eos=
              "most_repeated_share": metrics.most_repeated_share(texts)["share"]}
     if has_eos is not None:
         block["eos_fraction"] = float(np.mean(has_eos))
+    # per response, in prompt order (a prompt's samples together): paired gains need them
+    block["texts"], block["proxy_scores"], block["gold_scores"] = list(texts), proxy.tolist(), gold.tolist()
     return block
 
 
@@ -219,9 +221,7 @@ class _Measurer:
                         mask = args[3].float()
                         kl1 += (kl_estimate(logp, ref_logp, "k1") * mask).sum(1).cpu().tolist()
                         kl3 += (kl_estimate(logp, ref_logp, "k3") * mask).sum(1).cpu().tolist()
-            proxy, gold = self._score(indices, texts)
-            row["sample"] = _score_block(texts, proxy, gold, eos)
-            row["sample"]["texts"] = texts
+            row["sample"] = _score_block(texts, *self._score(indices, texts), eos)
             if ref is not None:
                 row["kl"], row["kl_se"] = _mean_se(kl1)
                 row["kl_k3"], row["kl_k3_se"] = _mean_se(kl3)
@@ -231,11 +231,21 @@ class _Measurer:
                 *_, out, _ = generate(model, tok, meta, self.prompts[start:start + self.batch_size],
                                       max_new_tokens=meta.max_new_tokens, do_sample=False)
                 texts += [fit_action(t, limit) for t in out]
-            proxy, gold = self._score(list(range(n)), texts)
-            row["greedy"] = _score_block(texts, proxy, gold)
-            row["greedy"]["texts"] = texts
+            row["greedy"] = _score_block(texts, *self._score(list(range(n)), texts))
         del model
         return row
+
+    def rescore(self, row: dict[str, Any]) -> None:
+        """Per-response scores for a row measured before they were stored, from its stored texts."""
+        n = len(self.examples)
+        for decoding in ("sample", "greedy"):
+            block = row.get(decoding)
+            if block and "texts" in block and "gold_scores" not in block:
+                k = len(block["texts"]) // n
+                indices = [i for i in range(n) for _ in range(k)]
+                fresh = _score_block(block["texts"], *self._score(indices, block["texts"]))
+                block.update({key: fresh[key] for key in ("proxy_mean", "proxy_se", "gold_mean", "gold_se",
+                                                          "proxy_scores", "gold_scores")})
 
 
 def overopt(run_dir: str | Path, *, limit: int | None = 32, split: str = "validation", samples: int = 1,
@@ -291,6 +301,12 @@ def overopt(run_dir: str | Path, *, limit: int | None = 32, split: str = "valida
     report: dict[str, Any] = {}
     from tqdm.auto import tqdm
 
+    stale = [r for r in rows.values() if any(d in r and "gold_scores" not in r[d] for d in decodings)]
+    if stale:
+        measurer = _Measurer(config, split=split, limit=limit, samples=samples, seed=seed, reward=reward,
+                             device=device, batch_size=batch_size, show_progress=False)
+        for r in stale:
+            measurer.rescore(r)
     todo = [(i, spec) for i, spec in policies if i not in rows]
     if rows:
         print(f"{len(rows)} policies already measured in {out}; measuring {len(todo)}", file=sys.stderr)
@@ -309,7 +325,7 @@ def overopt(run_dir: str | Path, *, limit: int | None = 32, split: str = "valida
         summary = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in _flat(row).items()}
         print(json.dumps(summary), file=sys.stderr)
     if not report:  # everything was measured before: refit and rewrite
-        report = _report(run, config, settings, [rows[i] for i in sorted(rows)], None)
+        report = _report(run, config, settings, [rows[i] for i in sorted(rows)], measurer)
         report.update({k: previous[k] for k in ("proxy", "gold", "n_prompts") if k in previous})
         write_json_atomic(out, report)
     if plot:
@@ -319,12 +335,24 @@ def overopt(run_dir: str | Path, *, limit: int | None = 32, split: str = "valida
     return report
 
 
+def _paired_se(scores, start_scores, per_prompt: int) -> float | None:
+    """Standard error of the mean gain over the start, paired by prompt (both policies answered
+    the same prompts; a prompt's samples are averaged first)."""
+    if not scores or not start_scores:
+        return None
+    a = np.asarray(scores, dtype=np.float64).reshape(-1, per_prompt).mean(axis=1)
+    b = np.asarray(start_scores, dtype=np.float64).reshape(-1, per_prompt).mean(axis=1)
+    diff, n = a - b, a.size
+    return float(diff.std(ddof=1) / math.sqrt(n)) if n > 1 else None
+
+
 def _flat(row: dict[str, Any]) -> dict[str, Any]:
     """The row's numbers, one level deep (for progress lines and tables)."""
     flat = {k: v for k, v in row.items() if not isinstance(v, dict)}
     for decoding in ("sample", "greedy"):
         if decoding in row:
-            flat.update({f"{decoding}_{k}": v for k, v in row[decoding].items() if k != "texts"})
+            flat.update({f"{decoding}_{k}": v for k, v in row[decoding].items()
+                         if k not in ("texts", "proxy_scores", "gold_scores")})
     return flat
 
 
@@ -344,8 +372,12 @@ def _report(run: Path, config: dict[str, Any], settings: dict[str, Any], rows: l
         if not all(decoding in r for r in rows) or start is None:
             continue
         for r in rows:
-            r[decoding]["proxy_gain"] = r[decoding]["proxy_mean"] - start[decoding]["proxy_mean"]
-            r[decoding]["gold_gain"] = r[decoding]["gold_mean"] - start[decoding]["gold_mean"]
+            for which in ("proxy", "gold"):
+                block, base = r[decoding], start[decoding]
+                block[f"{which}_gain"] = block[f"{which}_mean"] - base[f"{which}_mean"]
+                per_prompt = settings["samples_per_prompt"] if decoding == "sample" else 1
+                block[f"{which}_gain_se"] = _paired_se(block.get(f"{which}_scores"), base.get(f"{which}_scores"),
+                                                       per_prompt)
         points = [(r, _kl_of(r, settings["kl"])) for r in rows]
         points = [(r, x) for r, x in points if x is not None]
         d = [math.sqrt(max(x, 0.0)) for _, x in points]
@@ -395,9 +427,9 @@ def plot_overopt(report: dict[str, Any], path: str | Path) -> Path | None:
     for ax, which, color in ((axes[0], "proxy", "tab:blue"), (axes[1], "gold", "tab:orange")):
         d = np.array([r["sqrt_kl"] for r in rows])
         gain = np.array([r[decoding][f"{which}_gain"] for r in rows])
-        se = np.array([r[decoding][f"{which}_se"] for r in rows], dtype=np.float64)
+        se = np.array([r[decoding].get(f"{which}_gain_se") for r in rows], dtype=np.float64)
         ax.errorbar(d, gain, yerr=1.96 * np.nan_to_num(se), fmt="o", color=color, capsize=3,
-                    label=f"{which} ({decoding}, ±95%)")
+                    label=f"{which} gain ({decoding}), 95% CI paired by prompt")
         for r, x, y in zip(rows, d, gain):
             ax.annotate(str(r["iteration"]), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
         fit = report["fits"][decoding].get(which, {})
@@ -431,7 +463,7 @@ def overopt_table(report: dict[str, Any]):
                         f"n={report.get('n_prompts', settings['limit'])}, KL {settings['kl']})")
     columns = ["iter", "KL", "train KL"]
     for decoding in decodings:
-        columns += [f"proxy ({decoding})", f"gold ({decoding})", "words"]
+        columns += [f"proxy ({decoding})", f"gold ({decoding})", "gold gain [95% CI]", "words"]
     for column in columns:
         table.add_column(column, justify="right", no_wrap=True)
     for row in report["rows"]:
@@ -440,7 +472,10 @@ def overopt_table(report: dict[str, Any]):
                  "-" if row.get("train_kl") is None else f"{row['train_kl']:.2f}"]
         for decoding in decodings:
             b = row[decoding]
-            cells += [f"{b['proxy_mean']:.3f}", f"{b['gold_mean']:.4f}", f"{b['median_words']:.0f}"]
+            gain, se = b.get("gold_gain"), b.get("gold_gain_se")
+            cells += [f"{b['proxy_mean']:.3f}", f"{b['gold_mean']:.4f}",
+                      "-" if gain is None else f"{gain:+.4f}" + ("" if se is None else f" ± {1.96 * se:.4f}"),
+                      f"{b['median_words']:.0f}"]
         table.add_row(*cells)
     for decoding, fits in report["fits"].items():
         for which, fit in fits.items():

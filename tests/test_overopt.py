@@ -120,14 +120,24 @@ def test_overopt_on_a_tiny_ppo_run(toy_task, tmp_path):
         assert r["sample"]["proxy_mean"] == pytest.approx(float(np.mean(MetricReward("chrf")(prompts, texts, refs))))
         assert r["sample"]["gold_mean"] == pytest.approx(float(np.mean(MetricReward("rougeL")(prompts, texts, refs))))
         assert r["sample"]["gold_gain"] == pytest.approx(r["sample"]["gold_mean"] - rows[0]["sample"]["gold_mean"])
+        if r["iteration"]:  # paired by prompt: the SE of the per-prompt differences from the start
+            diff = np.subtract(r["sample"]["gold_scores"], rows[0]["sample"]["gold_scores"])
+            assert r["sample"]["gold_gain_se"] == pytest.approx(diff.std(ddof=1) / 2)
     assert set(report["fits"]["sample"]) == {"proxy", "gold"}
     if importlib.util.find_spec("matplotlib"):
         assert (run / "overopt.png").stat().st_size > 1000
 
-    # a rerun with the same settings reuses every measurement (the weights are not even read)
+    # a rerun with the same settings reuses every measurement (the weights are not even read);
+    # per-response scores missing from an older report are recomputed from its stored texts
     (run / "snapshots" / "iter_00001" / "model.safetensors").unlink()
+    stored = json.loads((run / "overopt.json").read_text())
+    for r in stored["rows"]:
+        del r["sample"]["gold_scores"], r["sample"]["proxy_scores"]
+    (run / "overopt.json").write_text(json.dumps(stored))
     again = overopt(run, limit=4, plot=False, show_progress=False)
     assert [r["sample"]["texts"] for r in again["rows"]] == [r["sample"]["texts"] for r in rows]
+    assert [x for r in again["rows"] for x in r["sample"]["gold_scores"]] == pytest.approx(
+        [x for r in rows for x in r["sample"]["gold_scores"]])
     assert main(["overopt", str(run), "--limit", "4", "--no-plot"]) == 0
     with pytest.raises(ValueError, match="--overwrite"):
         overopt(run, limit=3, plot=False, show_progress=False)
