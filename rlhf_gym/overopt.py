@@ -482,7 +482,8 @@ def overopt_table(report: dict[str, Any]):
             if "alpha" in fit:
                 peak = f", peak at KL {fit['peak_kl']:.2f}" if "peak_kl" in fit else ", no peak (beta <= 0)"
                 table.caption = (table.caption + "\n" if table.caption else "") + (
-                    f"{which} ({decoding}): alpha {fit['alpha']:.4g}, beta {fit['beta']:.4g}, R² {fit['r2']:.2f}{peak}")
+                    f"{which} ({decoding}): alpha {fit['alpha']:.4g}, beta {fit['beta']:.4g}, "
+                    f"R² {fit['r2']:.2f}{peak}")
     return table
 
 
@@ -518,5 +519,6 @@ def cmd_overopt(args) -> int:
                      batch_size=args.batch_size, out=args.out, plot=False if args.no_plot else (args.plot or True),
                      overwrite=args.overwrite, start=args.start)
     Console(width=None if sys.stdout.isatty() else 160).print(overopt_table(report))
-    print(f"wrote {args.out or Path(args.run_dir) / 'overopt.json'}" + (f" and {report['plot']}" if report.get("plot") else ""))
+    plot = f" and {report['plot']}" if report.get("plot") else ""
+    print(f"wrote {args.out or Path(args.run_dir) / 'overopt.json'}{plot}")
     return 0

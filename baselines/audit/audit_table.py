@@ -23,9 +23,11 @@ def main(paths: list[str]) -> None:
         by_env.setdefault(r["env_id"], {})[r["scorer"]["role"]] = r
     for env_id, roles in sorted(by_env.items()):
         reward, judge = roles.get("reward"), roles.get("judge")
-        names = " / ".join(f"{role}: `{r['scorer']['name']}`" for role, r in (("reward", reward), ("judge", judge)) if r)
+        names = " / ".join(f"{role}: `{r['scorer']['name']}`"
+                           for role, r in (("reward", reward), ("judge", judge)) if r)
         any_report = reward or judge
-        print(f"**{env_id.split('/')[-1]}** ({any_report['split']}, first {any_report['n_examples']} examples; {names})\n")
+        print(f"**{env_id.split('/')[-1]}** ({any_report['split']}, first {any_report['n_examples']} examples; "
+              f"{names})\n")
         print("| subset | n | reward: accuracy [95% CI] | judge: accuracy [95% CI] |")
         print("|---|---|---|---|")
         subsets = list(dict.fromkeys([*(reward or {}).get("subsets", {}), *(judge or {}).get("subsets", {})]))
@@ -37,8 +39,10 @@ def main(paths: list[str]) -> None:
         print(f"| mean over subsets | | {reward['mean_accuracy']:.3f} | {judge['mean_accuracy']:.3f} |\n"
               if reward and judge else "")
     print("**Counterfactual bias** (gap = score(original reference) - score(swapped copy); |gap| relative "
-          "to the mean |score(reference) - score(another example's reference)|, the scorer's right-vs-wrong margin; sign test two-sided)\n")
-    print("| env | role | category | n | mean abs gap | abs gap / margin | mean gap [95% CI] | + / - / 0 | sign test p |")
+          "to the mean |score(reference) - score(another example's reference)|, the scorer's right-vs-wrong "
+          "margin; sign test two-sided)\n")
+    print("| env | role | category | n | mean abs gap | abs gap / margin | mean gap [95% CI] | + / - / 0 "
+          "| sign test p |")
     print("|---|---|---|---|---|---|---|---|---|")
     for env_id, roles in sorted(by_env.items()):
         for role in ("reward", "judge"):
@@ -51,19 +55,23 @@ def main(paths: list[str]) -> None:
                       f"{b['mean_abs_gap_over_margin']:.3f} | {b['mean_gap']:+.4f} [{b['mean_gap_ci_low']:+.4f}, "
                       f"{b['mean_gap_ci_high']:+.4f}] | {b['n_positive']} / {b['n_negative']} / {b['n_ties']} | "
                       f"{b['sign_test_p']:.2g} |")
-    print("\n**Gender direction** (mean gap by the original's majority gender; male preference = "
-          "(gap when the original is male - gap when it is female) / 2, net of any preference for the "
-          "reference's own words)\n")
-    print("| env | role | n male originals | mean gap | n female originals | mean gap | male preference [95% CI] |")
+    print("\n**Gender direction** (gaps by the original's majority gender; male preference = (gap when the "
+          "original is male - gap when it is female) / 2, net of any preference for the reference's own words; "
+          "also per swapped word, since male originals may hold more gendered words)\n")
+    print("| env | role | n male / female originals | words swapped (m / f) | mean gap (m / f) "
+          "| male preference [95% CI] | per swapped word [95% CI] |")
     print("|---|---|---|---|---|---|---|")
     for env_id, roles in sorted(by_env.items()):
         for role in ("reward", "judge"):
             g = ((roles.get(role) or {}).get("bias") or {}).get("gender_direction")
             if g:
-                print(f"| {env_id.split('/')[-1]} | {role} | {g['n_male_original']} | {g['mean_gap_male_original']:+.4f} | "
-                      f"{g['n_female_original']} | {g['mean_gap_female_original']:+.4f} | {g['male_preference']:+.4f} "
-                      f"[{g.get('male_preference_ci_low', float('nan')):+.4f}, "
-                      f"{g.get('male_preference_ci_high', float('nan')):+.4f}] |")
+                print(f"| {env_id.split('/')[-1]} | {role} | {g['n_male_original']} / {g['n_female_original']} | "
+                      f"{g['mean_words_swapped_male_original']:.1f} / {g['mean_words_swapped_female_original']:.1f} | "
+                      f"{g['mean_gap_male_original']:+.4f} / {g['mean_gap_female_original']:+.4f} | "
+                      f"{g['male_preference']:+.4f} [{g['male_preference_ci_low']:+.4f}, "
+                      f"{g['male_preference_ci_high']:+.4f}] | "
+                      f"{g['male_preference_per_word']:+.4f} [{g['male_preference_per_word_ci_low']:+.4f}, "
+                      f"{g['male_preference_per_word_ci_high']:+.4f}] |")
 
 
 if __name__ == "__main__":

@@ -26,9 +26,9 @@ Subsets (``SUBSETS``; each applies only where it can, and says how many examples
   between the true reference and another example's reference, its right-vs-wrong margin), mean
   signed gap, and a two-sided sign test. It draws from the whole split (the first ``limit``
   examples where a swap applies), since few examples mention such words.
-  For gender, gaps are also split by the original's direction: ``b = (gap_m2f - gap_f2m) / 2``
-  estimates a preference for male wording net of any preference for the reference's own words
-  (which a reference-aware scorer has by construction).
+  For gender, gaps are also split by the original's direction (:func:`gender_direction`):
+  ``b = (gap_m2f - gap_f2m) / 2`` estimates a preference for male wording net of any preference
+  for the reference's own words (which a reference-aware scorer has by construction).
 
 The degenerate texts come from :mod:`rlhf_gym.rewards.preferences` (the same generators the
 reward heads were trained against), so a head that saw a corruption in training is audited on
@@ -292,6 +292,30 @@ def _bias_block(rows: list[dict[str, Any]], margin: float) -> dict[str, Any]:
     return block
 
 
+def gender_direction(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Gender gaps split by the original's majority gender (ties left out). With a preference
+    ``c`` for the reference's own words and ``b`` for male wording, a male original's swap costs
+    ``c + b`` and a female original's ``c - b``: ``male_preference = (gap_m - gap_f) / 2``
+    estimates ``b``, with a 95% bootstrap CI. A longer swap costs more, and male originals may
+    hold more gendered words, so the same is also given per swapped word."""
+    gender = [r for r in rows if r["category"] == "gender" and r["n_first"] != r["n_second"]]
+    male = [r for r in gender if r["n_first"] > r["n_second"]]
+    female = [r for r in gender if r["n_first"] < r["n_second"]]
+    if not male or not female:
+        return None
+    out: dict[str, Any] = {"n_male_original": len(male), "n_female_original": len(female)}
+    for suffix, value in (("", lambda r: r["gap"]), ("_per_word", lambda r: r["gap"] / (r["n_first"] + r["n_second"]))):
+        m, f = [value(r) for r in male], [value(r) for r in female]
+        low, high = metrics.bootstrap_diff_ci(m, f)
+        out.update({f"mean_gap{suffix}_male_original": float(np.mean(m)),
+                    f"mean_gap{suffix}_female_original": float(np.mean(f)),
+                    f"male_preference{suffix}": float((np.mean(m) - np.mean(f)) / 2),
+                    f"male_preference{suffix}_ci_low": low / 2, f"male_preference{suffix}_ci_high": high / 2})
+    out["mean_words_swapped_male_original"] = float(np.mean([r["n_first"] + r["n_second"] for r in male]))
+    out["mean_words_swapped_female_original"] = float(np.mean([r["n_first"] + r["n_second"] for r in female]))
+    return out
+
+
 def audit_reward(env_id: str, reward: str | None = None, *, judge: bool = False, split: str = "test",
                  limit: int | None = None, seed: int = 0, subsets: Sequence[str] | None = None,
                  bias: bool = True, show_progress: bool = False, examples_per_subset: int = 2) -> dict[str, Any]:
@@ -352,16 +376,9 @@ def audit_reward(env_id: str, reward: str | None = None, *, judge: bool = False,
                        "all": _bias_block(rows, margin) if rows else None,
                        "by_category": {cat: _bias_block(sub, margin) for cat in BIAS_CATEGORIES
                                        if (sub := [r for r in rows if r["category"] == cat])}}
-        gender = [r for r in rows if r["category"] == "gender" and r["n_first"] != r["n_second"]]
-        m2f = [r["gap"] for r in gender if r["n_first"] > r["n_second"]]
-        f2m = [r["gap"] for r in gender if r["n_first"] < r["n_second"]]
-        if m2f and f2m:
-            low, high = metrics.bootstrap_diff_ci(m2f, f2m)
-            bias_report["gender_direction"] = {
-                "n_male_original": len(m2f), "mean_gap_male_original": float(np.mean(m2f)),
-                "n_female_original": len(f2m), "mean_gap_female_original": float(np.mean(f2m)),
-                "male_preference": float((np.mean(m2f) - np.mean(f2m)) / 2),
-                "male_preference_ci_low": low / 2, "male_preference_ci_high": high / 2}
+        direction = gender_direction(rows)
+        if direction:
+            bias_report["gender_direction"] = direction
         bias_report["pairs"] = [{k: r[k] for k in ("id", "category", "n_first", "n_second", "gap")} for r in rows]
         bias_report["examples"] = [{k: r[k] for k in ("id", "category", "original", "swapped", "gap")}
                                    for r in rows[:examples_per_subset * 3]]
@@ -371,7 +388,8 @@ def audit_reward(env_id: str, reward: str | None = None, *, judge: bool = False,
     return {
         "schema": SCHEMA, "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "env_id": task.env_id, "task": task.kind, "split": split, "limit": limit, "seed": seed,
-        "n_examples": len(examples), "scorer": {"spec": spec, "role": "judge" if judge else "reward", **_model_id(model)},
+        "n_examples": len(examples),
+        "scorer": {"spec": spec, "role": "judge" if judge else "reward", **_model_id(model)},
         "scored_through": "the env's vector env step (EnvScorer): reward model + the env's action check",
         "reference_score_mean": float(chosen_all.mean()) if chosen_all.size else float("nan"),
         "mean_accuracy": float(np.mean(accuracies)) if accuracies else float("nan"),
