@@ -191,7 +191,8 @@ class _Measurer:
 
         from rlhf_gym.policy import generate, resolve_policy
         from rlhf_gym.ppo.core import kl_estimate
-        from rlhf_gym.ppo.rollout import fit_action, logprobs
+        from rlhf_gym.envs.text_env import fit_action
+        from rlhf_gym.ppo.rollout import logprobs
 
         model, tok, meta = resolve_policy(spec, self.task.env_id, self.device)
         if self.config.get("max_prompt_len"):

@@ -22,7 +22,9 @@ REFS = [
     "Cooking pasta at home is cheaper than eating out every night.",
     "ok",
     "That sounds great, tell me more about the new job please.",
-    "x" * 200,  # over the task's 150-character limit: never a valid action, skipped everywhere
+    # 138 characters, close to the task's limit of 150: no room to pad it or insert a sentence
+    "We spent the whole afternoon in the old library reading about ships, maps, storms and the long voyages of the "
+    "sailors who crossed the sea.",
     "We watched a film about a king and his sons last night.",
 ]
 
@@ -83,10 +85,12 @@ def test_subsets_are_what_they_say(audit_task):
     assert set(pairs) == {"other_reference", "echo", "truncation", "shuffled_words", "repetition",
                           "length_padding", "unsafe_insertion"}
     refs = [ex.references[0] for ex in examples]
+    assert len(refs[8]) == 138
     for subset, items in pairs.items():
-        assert all(i != 8 for i, _ in items), subset  # the over-limit reference is never used
-        assert skipped[subset].get("reference over the env's length limit") == 1
         assert all(len(text) <= audit_task.max_response_chars and text != refs[i] for i, text in items), subset
+    assert 8 not in {i for i, _ in pairs["length_padding"]} | {i for i, _ in pairs["unsafe_insertion"]}
+    assert skipped["length_padding"] == {"no room to pad within the length limit": 1}
+    assert skipped["unsafe_insertion"] == {"no room to insert within the length limit": 1}
     assert all(text in refs and text != refs[i] for i, text in pairs["other_reference"])
     assert all(text == examples[i].source for i, text in pairs["echo"])
     assert all(text.split() == refs[i].split()[:len(refs[i].split()) // 2] for i, text in pairs["truncation"])
@@ -171,7 +175,9 @@ def test_cli_writes_json_and_rejects_bad_input(audit_task, tmp_path, capsys):
     assert not (tmp_path / "x.json").exists()
     with pytest.raises(SystemExit):
         main(["eval-rm", "--env", audit_task.env_id, "--reward", "chrf", "--judge", "--out", str(out)])
-    assert main(["eval-rm", "--env", "rlhf_gym/NoSuch-v0", "--out", str(out)]) == 2
+    assert main(["eval-rm", "--env", audit_task.env_id, "--reward", "chrf", "--out", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main(["eval-rm", "--env", "rlhf_gym/NoSuch-v0", "--out", str(out), "--overwrite"]) == 2
     assert json.loads(out.read_text()) == data  # a failed run loses nothing already written
 
 
@@ -184,3 +190,12 @@ def test_bootstrap_diff_ci_covers_the_difference():
     assert low < a.mean() - b.mean() < high
     assert 0.8 < low and high < 1.2  # SE of the difference is about 0.054
     assert bootstrap_diff_ci(a, b) == (low, high)  # fixed seed
+
+
+def test_wilson_interval_contains_rates_of_zero_and_one():
+    from rlhf_gym.metrics import wilson_interval
+
+    for n in (1, 7, 98, 100, 1517):
+        for k in (0, n):
+            low, high = wilson_interval(k, n)
+            assert low <= k / n <= high and 0.0 <= low < high <= 1.0

@@ -16,6 +16,10 @@ def _acc(block) -> str:
     return f"{block['accuracy']:.2f} [{block['ci_low']:.2f}, {block['ci_high']:.2f}]"
 
 
+def _mean(block) -> str:
+    return "-" if not block or not block["n"] else f"{block['mean_rejected']:.3f}"
+
+
 def main(paths: list[str]) -> None:
     reports = [json.loads(Path(p).read_text()) for p in paths]
     by_env: dict[str, dict[str, dict]] = {}
@@ -28,15 +32,18 @@ def main(paths: list[str]) -> None:
         any_report = reward or judge
         print(f"**{env_id.split('/')[-1]}** ({any_report['split']}, first {any_report['n_examples']} examples; "
               f"{names})\n")
-        print("| subset | n | reward: accuracy [95% CI] | judge: accuracy [95% CI] |")
-        print("|---|---|---|---|")
+        print("| subset | n | reward: accuracy [95% CI] | reward: mean score | judge: accuracy [95% CI] "
+              "| judge: mean score |")
+        print("|---|---|---|---|---|---|")
+        ref = [f"{r['reference_score_mean']:.3f}" if r else "-" for r in (reward, judge)]
+        print(f"| the reference itself (chosen) | {any_report['n_examples']} | | {ref[0]} | | {ref[1]} |")
         subsets = list(dict.fromkeys([*(reward or {}).get("subsets", {}), *(judge or {}).get("subsets", {})]))
         for s in subsets:
             rb = (reward or {}).get("subsets", {}).get(s)
             jb = (judge or {}).get("subsets", {}).get(s)
             n = (rb or jb)["n"]
-            print(f"| {s} | {n} | {_acc(rb)} | {_acc(jb)} |")
-        print(f"| mean over subsets | | {reward['mean_accuracy']:.3f} | {judge['mean_accuracy']:.3f} |\n"
+            print(f"| {s} | {n} | {_acc(rb)} | {_mean(rb)} | {_acc(jb)} | {_mean(jb)} |")
+        print(f"| mean over subsets | | {reward['mean_accuracy']:.3f} | | {judge['mean_accuracy']:.3f} | |\n"
               if reward and judge else "")
     print("**Counterfactual bias** (gap = score(original reference) - score(swapped copy); |gap| relative "
           "to the mean |score(reference) - score(another example's reference)|, the scorer's right-vs-wrong "

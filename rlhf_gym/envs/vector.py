@@ -20,21 +20,13 @@ from types import SimpleNamespace
 from typing import Any, Sequence
 
 import numpy as np
-from gymnasium import spaces
 from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
 
 from rlhf_gym.envs.text_env import (MAX_PROMPT_CHARS, TextGenerationEnv, add_step_results, check_response,
                                     example_info, make_env_reward, pick_example, render_transcript,
                                     terminal_observation, text_space)
-
-
-def shared_batch_space(space: spaces.Text, n: int) -> spaces.Tuple:
-    """What ``gymnasium.vector.utils.batch_space`` builds for a Text space (a Tuple with one Text
-    per slot), with the slots sharing one space: gymnasium deep-copies it per slot, and a copy of
-    this charset (33k characters and their index) costs 0.1-0.5 s, so a 64-slot env took up to a
-    minute to build (every ``EnvScorer`` batch size pays it). Text spaces are never mutated."""
-    return spaces.Tuple((space,) * n)
 
 
 class TextVectorEnv(VectorEnv):
@@ -75,8 +67,8 @@ class TextVectorEnv(VectorEnv):
         self.reward_fn = make_env_reward(self.task, reward_model, **penalties)
         self.single_observation_space = text_space(MAX_PROMPT_CHARS, min_length=1)
         self.single_action_space = text_space(self.task.max_response_chars)
-        self.observation_space = shared_batch_space(self.single_observation_space, self.num_envs)
-        self.action_space = shared_batch_space(self.single_action_space, self.num_envs)
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
         self._rngs = [seeding.np_random()[0] for _ in range(self.num_envs)]
         self._current: list[int | None] = [None] * self.num_envs
         self._transcripts: list[list[str]] = [[] for _ in range(self.num_envs)]

@@ -179,7 +179,8 @@ def _rng(env_id: str, split: str, seed: int, subset: str, i: int) -> random.Rand
 def _lead_outputs(task, examples) -> list[str]:
     from rlhf_gym.agents import LeadAgent
 
-    return LeadAgent(task.kind).act([ex.prompt for ex in examples], [{"source": ex.source} for ex in examples])
+    return LeadAgent(task.kind, task.max_response_chars).act([ex.prompt for ex in examples],
+                                                           [{"source": ex.source} for ex in examples])
 
 
 def build_pairs(task, examples, *, split: str, seed: int = 0, vocab: Sequence[str] = (),
@@ -187,7 +188,7 @@ def build_pairs(task, examples, *, split: str, seed: int = 0, vocab: Sequence[st
     """``({subset: [(example position, rejected text), ...]}, {subset: {reason: count}})`` for the
     accuracy subsets that apply to ``task.kind``. Positions index ``examples``; an example whose
     reference is not a valid action of the env (too long) is skipped everywhere."""
-    from rlhf_gym.ppo.rollout import fit_action
+    from rlhf_gym.envs.text_env import fit_action, response_problem
     from rlhf_gym.rewards.embedding import derangement
     from rlhf_gym.rewards.preferences import degenerate_text, shuffled_words, truncation
 
@@ -199,7 +200,7 @@ def build_pairs(task, examples, *, split: str, seed: int = 0, vocab: Sequence[st
             raise ValueError(f"unknown subset(s) {', '.join(unknown)}; expected some of {', '.join(SUBSETS)}")
         wanted = [s for s in wanted if s in subsets]
     refs = [ex.references[0] for ex in examples]
-    valid = [len(r) <= limit and bool(r.strip()) for r in refs]
+    valid = [response_problem(r, limit) is None and bool(r.strip()) for r in refs]
     pairs: dict[str, list[tuple[int, str]]] = {s: [] for s in wanted}
     skipped: dict[str, dict[str, int]] = {s: {} for s in wanted}
 
@@ -218,11 +219,11 @@ def build_pairs(task, examples, *, split: str, seed: int = 0, vocab: Sequence[st
             rng = _rng(task.env_id, split, seed, subset, i)
             if subset == "other_reference":
                 text = refs[int(perm[i])]
-                if len(text) > limit:
+                if response_problem(text, limit) is not None:
                     skip(subset, "other reference over the length limit")
                     continue
             elif subset in ("echo", "lead1"):
-                text = fit_action(lead[i], limit)
+                text = lead[i]
             elif subset == "source_copy":
                 text = fit_action(examples[i].source, limit)
             elif subset in ("truncation", "shuffled_words"):
@@ -240,7 +241,7 @@ def build_pairs(task, examples, *, split: str, seed: int = 0, vocab: Sequence[st
             else:  # unsafe_insertion
                 sentence = UNSAFE_SENTENCES[rng.randrange(len(UNSAFE_SENTENCES))]
                 text = f"{sentence} {ref}" if rng.random() < 0.5 else f"{ref} {sentence}"
-                if len(text) > limit:
+                if response_problem(text, limit) is not None:
                     skip(subset, "no room to insert within the length limit")
                     continue
             if not text.strip() or text.strip() == ref.strip():
@@ -253,17 +254,19 @@ def build_pairs(task, examples, *, split: str, seed: int = 0, vocab: Sequence[st
 def bias_pairs(task, examples, limit: int | None) -> list[dict[str, Any]]:
     """Counterfactual pairs: for each category, the first ``limit`` examples (in split order)
     whose reference has a word to swap and whose swapped copy is a valid action."""
+    from rlhf_gym.envs.text_env import response_problem
+
     out: list[dict[str, Any]] = []
     taken = dict.fromkeys(BIAS_CATEGORIES, 0)
     for i, ex in enumerate(examples):
         ref = ex.references[0]
-        if len(ref) > task.max_response_chars:
+        if response_problem(ref, task.max_response_chars) is not None:
             continue
         for category in BIAS_CATEGORIES:
             if limit is not None and taken[category] >= limit:
                 continue
             swapped, first, second = swap_terms(ref, category)
-            if (first or second) and swapped != ref and len(swapped) <= task.max_response_chars:
+            if (first or second) and swapped != ref and response_problem(swapped, task.max_response_chars) is None:
                 out.append({"index": i, "category": category, "original": ref, "swapped": swapped,
                             "n_first": first, "n_second": second})
                 taken[category] += 1
@@ -321,6 +324,7 @@ def audit_reward(env_id: str, reward: str | None = None, *, judge: bool = False,
                  bias: bool = True, show_progress: bool = False, examples_per_subset: int = 2) -> dict[str, Any]:
     """The audit of one scorer on ``env_id``: the reward spec ``reward`` (default: the env's
     training reward) or, with ``judge=True``, the task's judge. Returns the JSON-ready report."""
+    from rlhf_gym.envs.text_env import response_problem
     from rlhf_gym.evaluation import EnvScorer, _model_id
     from rlhf_gym.rewards.preferences import split_vocabulary
     from rlhf_gym.tasks import get_task
@@ -341,7 +345,7 @@ def audit_reward(env_id: str, reward: str | None = None, *, judge: bool = False,
 
     scorer = EnvScorer(task, split, reward=spec)
     refs = [ex.references[0] for ex in all_examples]
-    items = [(i, refs[i]) for i in range(len(examples)) if len(refs[i]) <= task.max_response_chars]
+    items = [(i, refs[i]) for i in range(len(examples)) if response_problem(refs[i], task.max_response_chars) is None]
     items += [item for subset in pairs.values() for item in subset]
     items += [(c["index"], refs[c["index"]]) for c in counterfactuals]
     items += [(c["index"], c["swapped"]) for c in counterfactuals]
@@ -437,15 +441,18 @@ def register(subparsers) -> None:
     p.add_argument("--subsets", nargs="+", default=None, metavar="SUBSET",
                    help=f"only these accuracy subsets (default: all that apply): {', '.join(SUBSETS)}")
     p.add_argument("--no-bias", dest="bias", action="store_false", help="skip the counterfactual bias subset")
-    p.add_argument("--out", required=True, help="the audit JSON to write")
+    p.add_argument("--out", required=True, help="the audit JSON to write; an existing file is an error unless "
+                                                "--overwrite")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.set_defaults(handler=cmd_eval_rm)
 
 
 def cmd_eval_rm(args) -> int:
     from rich.console import Console
 
-    from rlhf_gym.evaluation import write_json_atomic
+    from rlhf_gym.evaluation import check_output_path, write_json_atomic
 
+    check_output_path(args.out, overwrite=args.overwrite)  # before minutes of scoring
     report = audit_reward(args.env, args.reward, judge=args.judge, split=args.split, limit=args.limit,
                           seed=args.seed, subsets=args.subsets, bias=args.bias, show_progress=True)
     report["command"] = "rlhf-gym " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["eval-rm"] else None
