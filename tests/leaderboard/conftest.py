@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
+import time
 
 import pytest
 
@@ -84,3 +86,67 @@ def verifier(evaluation):
     from rlhf_gym.leaderboard.service import Verifier
 
     return Verifier(max_parallel=4)
+
+
+
+def _wait_status(get, sid: str, timeout: float = 60.0) -> dict:
+    """Poll ``GET /api/submissions/{sid}`` (``get`` is a client's get) until it is scored or
+    failed; returns that answer."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = get(f"/api/submissions/{sid}?generations=false")
+        assert r.status_code == 200, r.text
+        body = r.json()
+        if body["status"] != "pending":
+            return body
+        if time.monotonic() > deadline:
+            raise AssertionError(f"submission {sid} still pending after {timeout} s: {body}")
+        time.sleep(0.05)
+
+
+def _wait_idle(get, timeout: float = 120.0) -> dict:
+    """Poll ``GET /api/leaderboard`` until no job is queued or being scored; returns the board."""
+    deadline = time.monotonic() + timeout
+    while True:
+        board = get("/api/leaderboard").json()
+        if board["queue"]["pending"] == 0 and board["queue"]["scoring"] == 0:
+            assert board["queue"]["failed"] == 0, board["queue"]
+            return board
+        if time.monotonic() > deadline:
+            raise AssertionError(f"queue not drained after {timeout} s: {board['queue']}")
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="session")
+def wait_status():
+    return _wait_status
+
+
+@pytest.fixture(scope="session")
+def wait_idle():
+    return _wait_idle
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server started for this test run (Debian's postgresql package), or a
+    skip that says why it cannot start here."""
+    from rlhf_gym.leaderboard.pgserver import PostgresServer, unavailable_reason
+
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(f"PostgreSQL backend not tested: {reason}")
+    try:
+        server = PostgresServer().start()
+    except (RuntimeError, OSError, subprocess.SubprocessError) as err:
+        pytest.skip(f"PostgreSQL backend not tested: the server did not start: {err}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request, tmp_path) -> str:
+    """A fresh empty leaderboard database on each backend."""
+    if request.param == "sqlite":
+        return str(tmp_path / "lb.db")
+    return request.getfixturevalue("postgres").create_database()
