@@ -23,7 +23,13 @@ from typing import Any, Callable
 
 SUBMISSION_VERSION = 1
 REL_TOL = 1e-6
-ABS_TOL = 1e-9
+# Means of neural-model scores (reward_mean, score_mean) recomputed in another process differ in
+# the last float bits: an embedding's rounding depends on the batch it was computed in (padding
+# length), and a reward head sums hundreds of such features. Measured across processes on the 21
+# submissions of benchmarks/leaderboard_burst.py: up to 1.8e-6 (Translation-v1 reward_mean, values
+# around -0.34), which REL_TOL alone flagged as a mismatch. Text metrics (BLEU, chrF, ROUGE) are
+# exact. A tampered value that moves a metric by less than 1e-5 changes no ranking.
+ABS_TOL = 1e-5
 MAX_TEXT = 100_000
 _ENV_ID = re.compile(r"^(?P<base>.+)-v(?P<version>\d+)$")
 
