@@ -303,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     all_docs = make_systems(args.systems + 4, args.limit)
     prep_s = time.perf_counter() - t0
     warmup, docs, extra = all_docs[-1], all_docs[:args.systems], all_docs[args.systems:args.systems + 3]
-    report = {"command": "python benchmarks/leaderboard_burst.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    shown_args = " ".join(argv if argv is not None else sys.argv[1:])
+    report = {"command": f"python benchmarks/leaderboard_burst.py {shown_args}",
               "date": datetime.now().strftime("%Y-%m-%d %H:%M"), "cpus": os.cpu_count(),
               "load_average_at_start": [round(x, 2) for x in load_before],
               "envs": evaluation.list_env_ids(), "limit": args.limit, "systems": args.systems,
@@ -312,7 +313,8 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp)
         for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
             if backend == "sqlite":
-                report["backends"]["sqlite"] = run_backend("sqlite", str(tmp / "burst.db"), args, warmup, docs, extra, tmp)
+                report["backends"]["sqlite"] = run_backend("sqlite", str(tmp / "burst.db"), args, warmup, docs, extra,
+                                                           tmp)
             elif backend == "postgres":
                 from rlhf_gym.leaderboard.pgserver import PostgresServer, unavailable_reason
 

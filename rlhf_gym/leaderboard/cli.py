@@ -84,7 +84,8 @@ def _scoring_args(p) -> None:
                    help=f"a scoring job's lease, renewed while it runs; a crashed worker's job is taken over "
                         f"this long after its last renewal (default {DEFAULT_LEASE_S:g})")
     p.add_argument("--poll-s", type=float, default=DEFAULT_POLL_S,
-                   help=f"how often an idle worker looks for jobs queued by other processes (default {DEFAULT_POLL_S:g})")
+                   help="how often an idle worker looks for jobs queued by other processes "
+                        f"(default {DEFAULT_POLL_S:g})")
 
 
 def _positive_int(text: str) -> int:
@@ -172,7 +173,8 @@ def _print_verdict(verified: bool, mismatches: dict) -> None:
           else "NOT verified: submitted metrics differ from the recomputed ones")
     for env_id, rows in mismatches.items():
         for key, row in rows.items():
-            print(f"  {env_id} {key}: submitted {row['submitted']!r}, recomputed {row['recomputed']!r} ({row['status']})")
+            print(f"  {env_id} {key}: submitted {row['submitted']!r}, recomputed {row['recomputed']!r}"
+                  f" ({row['status']})")
 
 
 def _verifier():

@@ -311,7 +311,8 @@ class DbScoreCache:
         if not items:
             return
         with self.db.tx(write=True) as tx:
-            tx.executemany("INSERT INTO score_cache (cache_key, value) VALUES (?, ?) ON CONFLICT (cache_key) DO NOTHING",
+            tx.executemany("INSERT INTO score_cache (cache_key, value) VALUES (?, ?)"
+                           " ON CONFLICT (cache_key) DO NOTHING",
                            [(key, json.dumps(value)) for key, value in items.items()])
 
     def __len__(self) -> int:

@@ -70,8 +70,8 @@ def enqueue(tx: Tx, sid: str, *, document: str, meta: str, user: str | None, sou
     racing: on PostgreSQL the second waits for the first to commit, then inserts nothing)."""
     now = utcnow()
     n = tx.execute(
-        "INSERT INTO scoring_jobs (submission_id, user_name, source, meta, document, status, attempts, created, updated)"
-        " VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?) ON CONFLICT (submission_id) DO NOTHING",
+        "INSERT INTO scoring_jobs (submission_id, user_name, source, meta, document, status, attempts, created,"
+        " updated) VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?) ON CONFLICT (submission_id) DO NOTHING",
         (sid, user, source, meta, document, now, now))
     return n == 1
 
@@ -79,7 +79,8 @@ def enqueue(tx: Tx, sid: str, *, document: str, meta: str, user: str | None, sou
 def requeue(tx: Tx, sid: str) -> bool:
     n = tx.execute(
         "UPDATE scoring_jobs SET status = 'pending', attempts = 0, lease_owner = NULL, lease_expires = NULL,"
-        " error_kind = NULL, error_field = NULL, error = NULL, updated = ? WHERE submission_id = ? AND status = 'failed'",
+        " error_kind = NULL, error_field = NULL, error = NULL, updated = ?"
+        " WHERE submission_id = ? AND status = 'failed'",
         (utcnow(), sid))
     return n == 1
 
@@ -103,8 +104,9 @@ def claim(db: Database, owner: str, *, lease_s: float = DEFAULT_LEASE_S, submiss
             sid, attempts = cand["submission_id"], int(cand["attempts"])
             if attempts >= max_attempts:
                 n = tx.execute(
-                    "UPDATE scoring_jobs SET status = 'failed', error_kind = 'abandoned', error = ?, lease_owner = NULL,"
-                    " lease_expires = NULL, updated = ? WHERE submission_id = ? AND attempts = ? AND status = 'pending'",
+                    "UPDATE scoring_jobs SET status = 'failed', error_kind = 'abandoned', error = ?,"
+                    " lease_owner = NULL, lease_expires = NULL, updated = ?"
+                    " WHERE submission_id = ? AND attempts = ? AND status = 'pending'",
                     (f"scoring did not finish after {attempts} attempts (the worker died or stalled each time)",
                      utcnow(), sid, attempts))
                 if n == 1:

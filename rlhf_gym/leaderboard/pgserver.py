@@ -54,7 +54,8 @@ def unavailable_reason() -> str | None:
         try:
             pwd.getpwnam(user)
         except KeyError:
-            return "running as root and there is no 'postgres' user to run the server as (the Debian package creates it)"
+            return ("running as root and there is no 'postgres' user to run the server as "
+                    "(the Debian package creates it)")
         if shutil.which("runuser") is None:
             return "running as root without runuser to start the server as 'postgres'"
     return None
@@ -83,7 +84,8 @@ class PostgresServer:
         proc = subprocess.run(self._cmd(*args), capture_output=True, text=True, timeout=timeout)
         if proc.returncode != 0:
             log = self.log.read_text()[-2000:] if self.log.exists() else ""
-            raise RuntimeError(f"{args[0]} failed ({proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}{log}")
+            raise RuntimeError(f"{args[0]} failed ({proc.returncode}):\n{proc.stdout[-2000:]}"
+                               f"{proc.stderr[-2000:]}{log}")
 
     def start(self) -> "PostgresServer":
         self.root.chmod(0o755)

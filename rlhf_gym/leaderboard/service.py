@@ -14,8 +14,8 @@ from typing import Any, Callable
 from . import jobs
 from .db import Database, DbScoreCache
 from .validate import (
-    ScoringUnavailable,
     Scorer,
+    ScoringUnavailable,
     SubmissionError,
     Verdict,
     canonical_json,

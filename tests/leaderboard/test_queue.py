@@ -229,7 +229,8 @@ def test_worker_command_scores_the_queue_of_a_server_without_workers(tmp_path, m
     app = create_app(str(db_path), verifier=verifier, workers=0)
     token = app.state.db.add_user("hal")
     with TestClient(app) as c:
-        r = c.post("/api/submissions", json=make_submission(name="queued"), headers={"Authorization": f"Bearer {token}"})
+        r = c.post("/api/submissions", json=make_submission(name="queued"),
+                   headers={"Authorization": f"Bearer {token}"})
         assert r.status_code == 202
         time.sleep(0.3)
         assert c.get(r.json()["status_url"]).json()["status"] == "pending"  # nobody scores here
