@@ -37,6 +37,7 @@ bench: $(STAMP)
 
 test: $(STAMP)
 	sh scripts/install-browser.sh
+	sh scripts/install-postgres.sh
 	$(PY) -m pytest
 
 clean:

@@ -176,7 +176,8 @@ def check_limit(limit: int | None) -> None:
 
 
 def score_shard(scorer: EnvScorer, judge, examples: Sequence[Example], hyps: Sequence[str],
-                vs: Sequence[str] | None = None, *, start: int = 0, show_progress: bool = False) -> dict[str, Any]:
+                vs: Sequence[str] | None = None, *, start: int = 0, show_progress: bool = False,
+                cache=None) -> dict[str, Any]:
     """The per-example numbers of one shard: ``hyps[j]`` answers example ``start + j`` of the
     scorer's split (``examples`` are those examples). Rewards come from stepping the env,
     judge scores from the task's judge. JSON-ready (floats round-trip exactly), so a shard
@@ -184,22 +185,45 @@ def score_shard(scorer: EnvScorer, judge, examples: Sequence[Example], hyps: Seq
 
     Embedding caches are cleared first: an encoder keeps the vector of a text's first batch
     (padding changes its last bits), so a cold start makes a shard's numbers depend on its own
-    examples only, not on what its process scored before."""
+    examples only, not on what its process scored before.
+
+    ``cache`` (see ``rlhf_gym.score_cache``; the leaderboard server's) holds per-example reward and
+    judge scores: only texts not scored before reach the models. They are then batched without the
+    cached ones, so a mean can differ from an uncached run in its last float bits."""
     from rlhf_gym.rewards.spec import clear_embedding_caches
+    from rlhf_gym.score_cache import cached_scores, model_namespace
 
     clear_embedding_caches()
     prompts = [ex.prompt for ex in examples]
     refs = [list(ex.references) for ex in examples]
-    rewards, components = scorer.score(range(start, start + len(examples)), hyps, "reward", show_progress)
-    judged = score_in_batches(judge, prompts, hyps, refs, "judge", show_progress)
-    judged_refs = score_in_batches(judge, prompts, [r[0] for r in refs], refs, "judge refs", show_progress)
+    ids = [ex.id for ex in examples]
+    task, split = scorer.task, scorer.split
+    reward_ns = judge_ns = None
+    if cache is not None:
+        reward_ns = model_namespace(task, split, "reward", _model_id(scorer.reward_model),
+                                    safety_coef=scorer.safety_coef)
+        judge_ns = model_namespace(task, split, "judge", _model_id(judge))
+
+    def rewards_at(pos):
+        total, parts = scorer.score([start + p for p in pos], [hyps[p] for p in pos], "reward", show_progress)
+        return {"_total": total, **parts}
+
+    def judge_of(texts, desc):
+        return lambda pos: {"judge": score_in_batches(judge, [prompts[p] for p in pos], [texts[p] for p in pos],
+                                                      [refs[p] for p in pos], desc, show_progress)}
+
+    components = cached_scores(cache, reward_ns, ids, hyps, rewards_at)
+    rewards = components.pop("_total")
+    judged = cached_scores(cache, judge_ns, ids, hyps, judge_of(hyps, "judge"))["judge"]
+    first_refs = [r[0] for r in refs]
+    judged_refs = cached_scores(cache, judge_ns, ids, first_refs, judge_of(first_refs, "judge refs"))["judge"]
     shard = {"start": start, "stop": start + len(examples), "predictions": list(hyps),
              "rewards": rewards.tolist(), "components": {k: v.tolist() for k, v in components.items()},
              "judge_scores": judged.tolist(), "judge_ref_scores": judged_refs.tolist(),
              "reward_model": _model_id(scorer.reward_model), "judge": _model_id(judge)}
     if vs is not None:
         shard["vs_predictions"] = list(vs)
-        shard["judge_vs_scores"] = score_in_batches(judge, prompts, vs, refs, "judge vs", show_progress).tolist()
+        shard["judge_vs_scores"] = cached_scores(cache, judge_ns, ids, vs, judge_of(vs, "judge vs"))["judge"].tolist()
     return shard
 
 
@@ -271,7 +295,7 @@ def shard_bounds(n: int, shard_size: int = SHARD_SIZE) -> list[tuple[int, int]]:
 
 def score_predictions(env_id: str, predictions, *, split: str = "test", vs_predictions=None,
                       limit: int | None = None, show_progress: bool = False, reward: Any = None,
-                      safety_coef: float = 0.0) -> dict[str, Any]:
+                      safety_coef: float = 0.0, cache=None) -> dict[str, Any]:
     """Score ``{"id", "prediction"}`` records for every example of ``env_id``'s ``split`` (or its
     first ``limit`` examples) and return the per-env results block. Rewards come from stepping
     the env (``reward`` is a reward spec replacing the env's default; ``safety_coef`` the env's
@@ -294,7 +318,7 @@ def score_predictions(env_id: str, predictions, *, split: str = "test", vs_predi
     scorer = EnvScorer(task, split, reward=reward, safety_coef=safety_coef)
     judge = task.judge_model()
     shards = [score_shard(scorer, judge, examples[a:b], hyps[a:b], vs[a:b] if vs is not None else None, start=a,
-                          show_progress=show_progress)
+                          show_progress=show_progress, cache=cache)
               for a, b in shard_bounds(len(examples))]
     return summarize_shards(task, shards, split=split, limit=limit, safety_coef=safety_coef)
 

@@ -132,8 +132,12 @@ def submit_real(url: str, db: Path, files: dict[str, Path]) -> str:
                                                   "Content-Type": "application/json"})
             with urllib.request.urlopen(req, timeout=1800) as resp:
                 body = json.loads(resp.read())
+            while body["status"] == "pending":  # queued (202): the server's worker scores it
+                time.sleep(0.5)
+                with urllib.request.urlopen(f"{url}/api/submissions/{body['id']}?generations=false") as resp:
+                    body = {**body, **json.loads(resp.read())}
             print(f"submitted {d['meta']['name']}: verified={body['verified']}"
-                  f" ({time.monotonic() - t0:.0f}s recompute)", flush=True)
+                  f" ({time.monotonic() - t0:.0f}s until scored)", flush=True)
             if "tampered" in d["meta"]["name"]:
                 tampered_id = body["id"]
     return tampered_id

@@ -6,7 +6,8 @@ DB, creates a user with ``rlhf-gym leaderboard add-user`` and then, with a real
 ``rlhf-gym bench --agent lead --envs rlhf_gym/Dialogue-v0`` result (generated here unless
 ``--results`` is given), checks over HTTP:
 
-  a) a valid submission is accepted (201) and verified by the server's own recomputation
+  a) a valid submission is accepted (202, queued) and verified by the server's own recomputation
+     (its scoring worker), followed through GET /api/submissions/{id}
   b) posting the same document again is idempotent (200, same id, one row)
   c) a copy with BLEU tampered is stored but flagged, with the recomputed BLEU shown
   d) 401 without / with a bad token, 413 over --max-body-mb (with and without
@@ -64,6 +65,28 @@ def post(url: str, body: bytes, token: str | None, timeout: float = 900) -> tupl
             return err.code, json.loads(raw)
         except json.JSONDecodeError:
             return err.code, {"raw": raw.decode("utf-8", "replace")[:200]}
+
+
+def wait_scored(url: str, sid: str, timeout: float = 1800) -> dict:
+    """Follow a queued submission until its status is no longer pending; the GET answer, with
+    ``mismatches`` (per env, the comparison rows that do not match) added."""
+    deadline = time.monotonic() + timeout
+    while True:
+        sub = json.loads(urllib.request.urlopen(f"{url}/api/submissions/{sid}?generations=false").read())
+        if sub["status"] != "pending" or time.monotonic() > deadline:
+            sub["mismatches"] = {env: {k: row for k, row in e["comparison"].items() if row["status"] != "match"}
+                                 for env, e in sub.get("envs", {}).items()}
+            return sub
+        time.sleep(0.2)
+
+
+def wait_drained(url: str, timeout: float = 3600) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        queue = json.loads(urllib.request.urlopen(f"{url}/api/leaderboard").read())["queue"]
+        if queue["pending"] == 0 and queue["scoring"] == 0:
+            return
+        time.sleep(0.5)
 
 
 def post_raw(port: int, n_bytes: int, token: str, chunked: bool) -> int:
@@ -146,8 +169,10 @@ def session(url, port, token, results, block, n_examples, db_path, args, content
     # a) accepted and verified -- the first recompute loads MiniLM and scores every text.
     t0 = time.monotonic()
     status, out = post(url, body, token)
+    if status == 202:
+        out = {**out, **wait_scored(url, out["id"])}
     dt = time.monotonic() - t0
-    check("a valid submission", status == 201 and out.get("created") is True and out.get("verified") is True
+    check("a valid submission", status == 202 and out.get("created") is True and out.get("verified") is True
           and out.get("id") == content_hash(doc),
           f"HTTP {status}, created={out.get('created')}, verified={out.get('verified')}, {n_examples} examples"
           f" recomputed in {dt:.1f}s, id {str(out.get('id'))[:12]}, mismatches={out.get('mismatches')}")
@@ -171,11 +196,13 @@ def session(url, port, token, results, block, n_examples, db_path, args, content
     bad["meta"]["name"] = "lead (BLEU tampered)"
     t0 = time.monotonic()
     status, out = post(url, json.dumps(bad).encode(), token)
+    if status == 202:
+        out = {**out, **wait_scored(url, out["id"])}
     mm = (out.get("mismatches") or {}).get(ENV, {})
     bleu = mm.get("bleu", {})
     stored = json.loads(urllib.request.urlopen(f"{url}/api/submissions/{out.get('id')}").read()) if status < 300 else {}
     shown = (stored.get("envs") or {}).get(ENV, {}).get("metrics", {}).get("bleu")
-    check("c tampered BLEU flagged", status == 201 and out.get("verified") is False and list(mm) == ["bleu"]
+    check("c tampered BLEU flagged", status == 202 and out.get("verified") is False and list(mm) == ["bleu"]
           and bleu.get("status") == "mismatch" and shown == m["bleu"],
           f"HTTP {status}, verified={out.get('verified')}, mismatched keys={sorted(mm)}, submitted"
           f" {bleu.get('submitted')!r} vs recomputed {bleu.get('recomputed')!r}; leaderboard shows {shown!r}"
@@ -230,22 +257,25 @@ def session(url, port, token, results, block, n_examples, db_path, args, content
     with ThreadPoolExecutor(max_workers=len(order)) as pool:
         answers = list(pool.map(send, order))
     dt = time.monotonic() - t0
+    t1 = time.monotonic()
+    wait_drained(url)
+    scored_s = time.monotonic() - t1
     statuses: dict[int, int] = {}
-    created = sum(1 for _, (s, o) in answers if s == 201 and o.get("created"))
+    created = sum(1 for _, (s, o) in answers if s == 202 and o.get("created"))
     for _, (s, _o) in answers:
         statuses[s] = statuses.get(s, 0) + 1
-    ids_ok = all(o.get("id") == content_hash(docs[k]) for k, (s, o) in answers if s in (200, 201))
+    ids_ok = all(o.get("id") == content_hash(docs[k]) for k, (s, o) in answers if s in (200, 202))
     rows = count_rows(db_path, "SELECT COUNT(*) FROM submissions WHERE name LIKE 'concurrent-%'")
     distinct = count_rows(db_path, "SELECT COUNT(DISTINCT id) FROM submissions WHERE name LIKE 'concurrent-%'")
     env_rows = count_rows(db_path, "SELECT COUNT(*) FROM submission_envs e JOIN submissions s ON s.id ="
                                    " e.submission_id WHERE s.name LIKE 'concurrent-%'")
     creates = count_rows(db_path, "SELECT COUNT(*) FROM audit_log WHERE action = 'submission.create'")
-    verified = sum(1 for _, (s, o) in answers if s == 201 and o.get("verified"))
+    verified = sum(1 for d in docs if wait_scored(url, content_hash(d), 60).get("verified"))
     check("e concurrent submissions stored exactly once",
-          statuses.get(201, 0) == args.concurrent and created == args.concurrent and rows == distinct == env_rows
+          statuses.get(202, 0) == args.concurrent and created == args.concurrent and rows == distinct == env_rows
           == args.concurrent and ids_ok and creates == args.concurrent + 2,
           f"{len(order)} requests ({args.concurrent} distinct + {len(order) - args.concurrent} duplicates) in"
-          f" {dt:.1f}s ({len(order) / dt:.1f} req/s); statuses {dict(sorted(statuses.items()))}; created"
+          f" {dt:.1f}s ({len(order) / dt:.1f} req/s), all scored {scored_s:.1f}s later; statuses {dict(sorted(statuses.items()))}; created"
           f" {created}; rows {rows}, distinct ids {distinct}, env rows {env_rows}; audit creates {creates}"
           f" (incl. a and c); verified {verified}/{args.concurrent} (perturbed predictions change metrics)")
 

@@ -1,8 +1,11 @@
 """The leaderboard web server (FastAPI, served by uvicorn).
 
 ``create_app(db_url, verifier=...)`` builds the ASGI app; tests and the CLI share it. The
-handlers that touch SQLite are plain ``def`` so FastAPI runs them on its thread pool, and
-the expensive recompute runs there too, never inside a DB write transaction.
+handlers that touch the database are plain ``def`` (or hand their work to the thread pool), so
+the event loop never waits on a query. Scoring never runs in a request: ``POST
+/api/submissions`` validates and queues (202), and ``workers`` scoring threads started with the
+app (see ``jobs.py``) score the queue; ``workers=0`` leaves that to ``rlhf-gym leaderboard
+worker`` processes on the same database.
 """
 
 # No "from __future__ import annotations": FastAPI must see real Request annotations
@@ -11,11 +14,13 @@ import json
 import threading
 import time
 from collections import defaultdict, deque
+from contextlib import asynccontextmanager
 from urllib.parse import parse_qs
 
 from . import require
 from .db import Database
 from .feedback import add_label, feedback_stats, next_pair, progress
+from .jobs import DEFAULT_LEASE_S, DEFAULT_POLL_S, ScoringWorker
 from .render import STATIC, environment
 from .service import Leaderboard, Verifier
 from .validate import ScoringUnavailable, SubmissionError
@@ -118,8 +123,16 @@ def parse_rate(text: str | None) -> tuple[int | None, float]:
     return int(count), windows[unit or "min"]
 
 
+def submission_body(outcome) -> dict:
+    """What POST /api/submissions answers (and what the CLI reads)."""
+    return {"id": outcome.id, "created": outcome.created, "status": outcome.status, "verified": outcome.verified,
+            "mismatches": outcome.mismatches, "error": outcome.error, "requeued": outcome.requeued,
+            "url": f"/submissions/{outcome.id}", "status_url": f"/api/submissions/{outcome.id}"}
+
+
 def create_app(db_url: str, *, verifier: Verifier | None = None, max_body_mb: float = 50,
-               rate_limit: str | None = "60/min", n_samples: int = 20):
+               rate_limit: str | None = "60/min", n_samples: int = 20, workers: int = 1,
+               lease_s: float = DEFAULT_LEASE_S, poll_s: float = DEFAULT_POLL_S):
     fastapi = require("fastapi")
     from fastapi import HTTPException, Request
     from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
@@ -132,9 +145,27 @@ def create_app(db_url: str, *, verifier: Verifier | None = None, max_body_mb: fl
     limiter = RateLimiter(limit, window)
     templates = environment()
 
-    app = fastapi.FastAPI(title="rlhf-gym leaderboard", docs_url="/api/docs", openapi_url="/api/openapi.json")
+    if workers < 0:
+        raise ValueError(f"workers must be >= 0, got {workers}")
+    wake = threading.Event()
+    scoring = [ScoringWorker(board, lease_s=lease_s, poll_s=poll_s, wake=wake, name=f"scoring-worker-{i}")
+               for i in range(workers)]
+
+    @asynccontextmanager
+    async def lifespan(_app):
+        for w in scoring:
+            w.start()
+        try:
+            yield
+        finally:
+            await run_in_threadpool(lambda: [w.stop() for w in scoring])
+
+    app = fastapi.FastAPI(title="rlhf-gym leaderboard", docs_url="/api/docs", openapi_url="/api/openapi.json",
+                          lifespan=lifespan)
     app.state.db = db
     app.state.leaderboard = board
+    app.state.workers = scoring
+    app.state.wake = wake
     app.add_middleware(BodyLimitMiddleware, max_bytes=int(max_body_mb * 2**20))
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 
@@ -152,8 +183,11 @@ def create_app(db_url: str, *, verifier: Verifier | None = None, max_body_mb: fl
             raise HTTPException(401, "invalid token", headers={"WWW-Authenticate": "Bearer"})
         return user
 
-    @app.post("/api/submissions", status_code=201)
+    @app.post("/api/submissions", status_code=202)
     async def post_submission(request: Request):
+        """Validate and queue: 202 with the id and ``status_url`` (200 when identical content was
+        already stored or queued); a worker scores it, and ``GET status_url`` shows ``status``
+        pending -> verified | mismatch | failed."""
         user = await run_in_threadpool(bearer_user, request)
         wait = limiter.retry_after(user["name"])
         if wait is not None:
@@ -161,21 +195,25 @@ def create_app(db_url: str, *, verifier: Verifier | None = None, max_body_mb: fl
                                 headers={"Retry-After": str(max(1, int(wait + 0.999)))})
         raw = await request.body()
         try:
-            doc = json.loads(raw)
+            doc = await run_in_threadpool(json.loads, raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
             return JSONResponse({"detail": f"body is not valid JSON: {err}", "field": "$"}, status_code=422)
         try:
-            outcome = await run_in_threadpool(board.submit, doc, user=user["name"], source="api")
+            outcome = await run_in_threadpool(board.accept, doc, user=user["name"], source="api")
         except SubmissionError as err:
             return JSONResponse({"detail": str(err), "field": err.field}, status_code=422)
         except ScoringUnavailable as err:
             return JSONResponse({"detail": str(err)}, status_code=503)
-        body = {"id": outcome.id, "created": outcome.created, "verified": outcome.verified,
-                "mismatches": outcome.mismatches, "url": f"/submissions/{outcome.id}"}
-        return JSONResponse(body, status_code=201 if outcome.created else 200)
+        queued = outcome.created or outcome.requeued
+        if queued:
+            wake.set()
+        return JSONResponse(submission_body(outcome), status_code=202 if queued else 200,
+                            headers={"Location": f"/api/submissions/{outcome.id}"})
 
     @app.get("/api/leaderboard")
     def get_leaderboard():
+        """Per-env and overall tables of scored submissions, and ``queue``: jobs pending, being
+        scored and failed."""
         return board.board()
 
     @app.get("/api/feedback/stats")
@@ -185,10 +223,16 @@ def create_app(db_url: str, *, verifier: Verifier | None = None, max_body_mb: fl
         return {"stats": feedback_stats(db)}
 
     @app.get("/api/submissions/{sid}")
-    def get_submission(sid: str):
+    def get_submission(sid: str, generations: bool = True):
+        """``status``: pending (queued or being scored: ``scoring``), verified, mismatch or failed
+        (with ``error``); ``verified`` is true/false once scored. ``generations=false`` leaves
+        the per-example generations out (for polling)."""
         sub = board.submission(sid)
         if sub is None:
             raise HTTPException(404, f"no submission {sid}")
+        if not generations:
+            for env in sub["envs"].values():
+                env.pop("generations", None)
         return sub
 
     @app.get("/", response_class=HTMLResponse)

@@ -1,4 +1,4 @@
-"""CLI: ``submit``, ``leaderboard {serve,add-user,build}`` and ``feedback {queue,export,stats}``.
+"""CLI: ``submit``, ``leaderboard {serve,worker,add-user,build}`` and ``feedback {queue,export,stats}``.
 
 Web dependencies are imported inside the handlers so ``rlhf-gym --help`` stays light.
 """
@@ -9,8 +9,6 @@ import json
 import os
 import sys
 import tempfile
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 DEFAULT_DB = os.environ.get("RLHF_GYM_LEADERBOARD_DB", "leaderboard.db")
@@ -28,6 +26,9 @@ def register(subparsers) -> None:
     p.add_argument("--model", default="", help="model id or checkpoint")
     p.add_argument("--url", default="", help="code / paper URL (http or https)")
     p.add_argument("--seeds", default="", help="comma-separated training seeds, e.g. 0,1,2")
+    p.add_argument("--wait", type=float, default=600, metavar="SECONDS",
+                   help="with --server: follow the queued submission until it is scored, at most this long "
+                        "(default 600; 0 returns once it is accepted)")
     p.set_defaults(handler=_submit)
 
     lb = subparsers.add_parser("leaderboard", help="serve or build the leaderboard")
@@ -38,7 +39,16 @@ def register(subparsers) -> None:
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--max-body-mb", type=float, default=50.0)
     s.add_argument("--rate-limit", default="60/min", help="per-user submissions, e.g. 30/min; 0 disables")
+    _scoring_args(s)
+    s.add_argument("--workers", type=int, default=1,
+                   help="scoring threads started with the server (default 1; 0: score with separate "
+                        "`rlhf-gym leaderboard worker` processes on the same --db)")
     s.set_defaults(handler=_serve)
+    w = lsub.add_parser("worker", help="score queued submissions (a process beside `serve --workers 0`, or more)")
+    w.add_argument("--db", default=DEFAULT_DB, help="SQLite file path or postgresql:// URL")
+    _scoring_args(w)
+    w.add_argument("--once", action="store_true", help="score what is queued now, then exit")
+    w.set_defaults(handler=_worker)
     u = lsub.add_parser("add-user", help="create a submitter/annotator and print its token once")
     u.add_argument("name")
     u.add_argument("--db", default=DEFAULT_DB)
@@ -64,6 +74,32 @@ def register(subparsers) -> None:
     st.set_defaults(handler=_stats)
 
 
+def _scoring_args(p) -> None:
+    from .jobs import DEFAULT_LEASE_S, DEFAULT_POLL_S
+
+    p.add_argument("--limit", type=_positive_int, default=None, metavar="N",
+                   help="score only the first N test examples of each env (a small suite for demos and load "
+                        "tests; submissions must come from `rlhf-gym bench --limit N`)")
+    p.add_argument("--lease-s", type=float, default=DEFAULT_LEASE_S,
+                   help=f"a scoring job's lease, renewed while it runs; a crashed worker's job is taken over "
+                        f"this long after its last renewal (default {DEFAULT_LEASE_S:g})")
+    p.add_argument("--poll-s", type=float, default=DEFAULT_POLL_S,
+                   help="how often an idle worker looks for jobs queued by other processes "
+                        f"(default {DEFAULT_POLL_S:g})")
+
+
+def _positive_int(text: str) -> int:
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
 def _read_json(path: str) -> dict:
     try:
         with open(path, encoding="utf-8") as fh:
@@ -73,6 +109,7 @@ def _read_json(path: str) -> dict:
 
 
 def _submit(args) -> int:
+    from .client import SubmitError, submit
     from .validate import build_submission, content_hash
 
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()] if args.seeds else []
@@ -82,23 +119,30 @@ def _submit(args) -> int:
         return _submit_dir(doc, Path(args.dir))
     if not args.token:
         raise ValueError("--token (or $RLHF_GYM_TOKEN) is required with --server")
-    data = json.dumps(doc, ensure_ascii=False).encode("utf-8")
-    req = urllib.request.Request(args.server.rstrip("/") + "/api/submissions", data=data, method="POST",
-                                 headers={"Content-Type": "application/json", "Authorization": f"Bearer {args.token}"})
+    base = args.server.rstrip("/")
     try:
-        with urllib.request.urlopen(req, timeout=3600) as resp:
-            body = json.loads(resp.read())
-    except urllib.error.HTTPError as err:
-        detail = err.read().decode("utf-8", "replace")
-        try:
-            detail = json.loads(detail).get("detail", detail)
-        except (json.JSONDecodeError, AttributeError):
-            pass
-        print(f"rlhf-gym submit: server answered {err.code}: {detail}", file=sys.stderr)
+        body = submit(base, doc, args.token, wait_s=max(0.0, args.wait))
+    except SubmitError as err:
+        print(f"rlhf-gym submit: {err}", file=sys.stderr)
         return 1
-    _print_outcome(body["id"], body["created"], body["verified"], body["mismatches"])
-    print(f"{args.server.rstrip('/')}{body['url']}")
-    assert body["id"] == content_hash(doc), "server hashed different content"
+    if body["id"] != content_hash(doc):
+        raise RuntimeError(f"the server stored id {body['id']}, not this document's hash {content_hash(doc)}")
+    print(f"{'accepted' if body['created'] else 'already present (identical content)'}: {body['id']}")
+    if body.get("requeued"):
+        print("its earlier scoring had failed on the server side: queued again")
+    status = body.get("status")
+    if status in ("verified", "mismatch"):
+        _print_verdict(body["verified"], body.get("mismatches") or {})
+    elif status == "failed":
+        err = body.get("error") or {}
+        where = f" (field {err['field']})" if err.get("field") else ""
+        print(f"scoring FAILED ({err.get('kind')}): {err.get('message')}{where}", file=sys.stderr)
+        print(f"{base}{body['url']}")
+        return 1
+    else:
+        waited = f", not scored within --wait {args.wait:g} s" if args.wait else ""
+        print(f"pending: queued for scoring{waited}; follow it at {base}{body['status_url']}")
+    print(f"{base}{body['url']}")
     return 0
 
 
@@ -121,11 +165,16 @@ def _submit_dir(doc: dict, directory: Path) -> int:
 
 def _print_outcome(sid: str, created: bool, verified: bool, mismatches: dict) -> None:
     print(f"{'accepted' if created else 'already present (identical content)'}: {sid}")
+    _print_verdict(verified, mismatches)
+
+
+def _print_verdict(verified: bool, mismatches: dict) -> None:
     print("verified: submitted metrics match the recomputed ones" if verified
           else "NOT verified: submitted metrics differ from the recomputed ones")
     for env_id, rows in mismatches.items():
         for key, row in rows.items():
-            print(f"  {env_id} {key}: submitted {row['submitted']!r}, recomputed {row['recomputed']!r} ({row['status']})")
+            print(f"  {env_id} {key}: submitted {row['submitted']!r}, recomputed {row['recomputed']!r}"
+                  f" ({row['status']})")
 
 
 def _verifier():
@@ -137,11 +186,40 @@ def _verifier():
 def _serve(args) -> int:
     from . import require
     from .app import create_app
+    from .service import Verifier
 
     uvicorn = require("uvicorn")
-    app = create_app(args.db, max_body_mb=args.max_body_mb, rate_limit=args.rate_limit)
-    # One worker: the rate limiter lives in process memory.
+    app = create_app(args.db, verifier=Verifier(limit=args.limit), max_body_mb=args.max_body_mb,
+                     rate_limit=args.rate_limit, workers=args.workers, lease_s=args.lease_s, poll_s=args.poll_s)
+    # One uvicorn process: the rate limiter lives in process memory (scoring workers may be more).
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+def _worker(args) -> int:
+    import logging
+    import signal
+    import threading
+
+    from .db import Database
+    from .jobs import ScoringWorker
+    from .service import Leaderboard, Verifier
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    board = Leaderboard(Database(args.db), Verifier(limit=args.limit))
+    worker = ScoringWorker(board, lease_s=args.lease_s, poll_s=args.poll_s, name="worker")
+    if args.once:
+        n = worker.run_until_idle()
+        print(f"scored {n} queued submissions")
+        return 0
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    worker.start()
+    print(f"worker {worker.owner} scoring the queue of {args.db}; Ctrl-C stops after the current job", file=sys.stderr)
+    while not stop.wait(1.0):
+        pass
+    worker.stop(timeout=60)
     return 0
 
 

@@ -4,8 +4,12 @@ Plain DB-API so the same SQL runs on SQLite (default, WAL mode) and PostgreSQL (
 imported only for postgres URLs). SQL is written with ``?`` placeholders and translated for
 psycopg; only the auto-increment column type differs between the two dialects.
 
-Nothing is ever updated in place or deleted: every accepted change is an INSERT, and each
-one is paired with an ``audit_log`` row written in the same transaction.
+Scored submissions are never updated in place or deleted: every accepted change is an INSERT,
+and each one is paired with an ``audit_log`` row written in the same transaction. The two
+exceptions are bookkeeping, not results: ``scoring_jobs`` is the queue of accepted submissions
+waiting for a worker (its rows move pending -> done | failed, each move audited; see
+``jobs.py``), and ``score_cache`` holds per-example reward/judge scores keyed by env version,
+model hash, example id and text (``rlhf_gym.score_cache``), insert-only.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import json
 import os
 import secrets
 import sqlite3
+import threading
 from datetime import datetime, timezone
 from typing import Any, Iterator
 
@@ -71,6 +76,27 @@ CREATE TABLE IF NOT EXISTS feedback_pairs (
     created TEXT NOT NULL,
     UNIQUE (env_id, example_id, system_a, system_b)
 );
+CREATE TABLE IF NOT EXISTS scoring_jobs (
+    submission_id TEXT PRIMARY KEY,
+    user_name TEXT,
+    source TEXT NOT NULL,
+    meta TEXT NOT NULL,
+    document TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'done', 'failed')),
+    attempts INTEGER NOT NULL,
+    lease_owner TEXT,
+    lease_expires DOUBLE PRECISION,
+    error_kind TEXT,
+    error_field TEXT,
+    error TEXT,
+    created TEXT NOT NULL,
+    updated TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS scoring_jobs_by_status ON scoring_jobs (status, created);
+CREATE TABLE IF NOT EXISTS score_cache (
+    cache_key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS feedback_labels (
     id {serial},
     pair_id INTEGER NOT NULL REFERENCES feedback_pairs(id),
@@ -111,6 +137,9 @@ class Tx:
         cur.execute(self._sql(sql), tuple(params))
         return cur.rowcount
 
+    def executemany(self, sql: str, rows: list) -> None:
+        self._conn.cursor().executemany(self._sql(sql), [tuple(r) for r in rows])
+
     def all(self, sql: str, params: tuple | list = ()) -> list[dict[str, Any]]:
         cur = self._conn.cursor()
         cur.execute(self._sql(sql), tuple(params))
@@ -131,8 +160,11 @@ class Tx:
 
 
 class Database:
-    """Connection factory. A fresh connection per transaction keeps it thread-safe
-    (the server runs handlers on a thread pool) without a pool to manage."""
+    """Connections and transactions. Each thread keeps one open connection and reuses it
+    (connections are never shared between threads; the server runs handlers on a thread pool and
+    scores in worker threads): opening one per transaction cost a PostgreSQL backend process per
+    query and, on SQLite, a WAL checkpoint whenever the last connection closed. A transaction
+    opened inside another one on the same thread gets a connection of its own."""
 
     def __init__(self, url: str | os.PathLike):
         url = str(url)
@@ -144,6 +176,7 @@ class Database:
             self.url = url[len("sqlite:///"):] if url.startswith("sqlite:///") else url
             parent = os.path.dirname(os.path.abspath(self.url))
             os.makedirs(parent, exist_ok=True)
+        self._local = threading.local()
         self.init_schema()
 
     def _connect(self):
@@ -151,30 +184,63 @@ class Database:
             try:
                 import psycopg
             except ImportError as err:
-                raise RuntimeError("PostgreSQL URLs need psycopg: pip install 'psycopg[binary]'") from err
+                raise RuntimeError("PostgreSQL URLs need psycopg: pip install 'rlhf-gym[postgres]'") from err
             return psycopg.connect(self.url)
         # isolation_level=None: we issue BEGIN ourselves so that writers take the lock up
         # front (BEGIN IMMEDIATE) instead of failing on lock upgrade mid-transaction.
         conn = sqlite3.connect(self.url, timeout=60, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA busy_timeout = 60000")
         conn.execute("PRAGMA foreign_keys = ON")
+        # In WAL mode NORMAL loses no committed transaction when the process dies (kill -9
+        # included), only possibly the last ones on a power cut; FULL fsyncs every commit.
+        conn.execute("PRAGMA synchronous = NORMAL")
         return conn
+
+    def _thread_connection(self):
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and self.dialect == "postgres" and (conn.closed or conn.broken):
+            conn = None  # the server restarted or the connection dropped: open a new one
+        if conn is None:
+            conn = self._local.conn = self._connect()
+        return conn
+
+    def _discard(self, conn) -> None:
+        if getattr(self._local, "conn", None) is conn:
+            self._local.conn = None
+        with contextlib.suppress(Exception):
+            conn.close()
 
     @contextlib.contextmanager
     def tx(self, write: bool = False) -> Iterator[Tx]:
-        conn = self._connect()
+        nested = getattr(self._local, "depth", 0) > 0
+        conn = self._connect() if nested else self._thread_connection()
+        self._local.depth = getattr(self._local, "depth", 0) + 1
         try:
             if self.dialect == "sqlite":
                 conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-            tx = Tx(conn, self.dialect)
             try:
-                yield tx
+                yield Tx(conn, self.dialect)
             except BaseException:
-                conn.rollback()
+                try:
+                    conn.rollback()
+                except Exception:
+                    self._discard(conn)
                 raise
-            conn.commit()
+            try:
+                conn.commit()
+            except BaseException:
+                self._discard(conn)
+                raise
+        except BaseException:
+            # A failed BEGIN (or a connection gone bad) must not be reused as it is.
+            if self.dialect == "postgres" and not conn.closed and conn.broken:
+                self._discard(conn)
+            raise
         finally:
-            conn.close()
+            self._local.depth -= 1
+            if nested:
+                with contextlib.suppress(Exception):
+                    conn.close()
 
     def init_schema(self) -> None:
         conn = self._connect()
@@ -219,3 +285,36 @@ class Database:
     def audit_rows(self) -> list[dict]:
         with self.tx() as tx:
             return tx.all("SELECT * FROM audit_log ORDER BY id")
+
+
+class DbScoreCache:
+    """``rlhf_gym.score_cache`` protocol on the ``score_cache`` table: persistent, shared by every
+    worker of the database, and nothing held in server memory."""
+
+    CHUNK = 500  # keys per IN (...) query, well under SQLite's 32766 parameter limit
+
+    def __init__(self, db: Database):
+        self.db = db
+
+    def get_many(self, keys) -> dict:
+        keys = list(keys)
+        out = {}
+        with self.db.tx() as tx:
+            for start in range(0, len(keys), self.CHUNK):
+                chunk = keys[start:start + self.CHUNK]
+                marks = ", ".join("?" for _ in chunk)
+                for row in tx.all(f"SELECT cache_key, value FROM score_cache WHERE cache_key IN ({marks})", chunk):
+                    out[row["cache_key"]] = json.loads(row["value"])
+        return out
+
+    def put_many(self, items: dict) -> None:
+        if not items:
+            return
+        with self.db.tx(write=True) as tx:
+            tx.executemany("INSERT INTO score_cache (cache_key, value) VALUES (?, ?)"
+                           " ON CONFLICT (cache_key) DO NOTHING",
+                           [(key, json.dumps(value)) for key, value in items.items()])
+
+    def __len__(self) -> int:
+        with self.db.tx() as tx:
+            return int(tx.one("SELECT COUNT(*) AS n FROM score_cache")["n"])

@@ -3,23 +3,30 @@ static site builder."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .db import Database, utcnow
+from . import jobs
+from .db import Database, DbScoreCache
 from .validate import (
     Scorer,
+    ScoringUnavailable,
     SubmissionError,
     Verdict,
-    check_env_ids,
-    content_hash,
     canonical_json,
+    check_env_ids,
+    default_precheck,
     default_scorer,
     recompute,
     validate_structure,
 )
+
+log = logging.getLogger("rlhf_gym.leaderboard")
 
 # Ranking metric per task (higher is better); overall ranking uses the judge win rate,
 # the only metric that is comparable across tasks.
@@ -29,19 +36,33 @@ PRIMARY = {"translation": "bleu", "summarization": "rougeL", "dialogue": "win_ra
 @dataclass
 class Outcome:
     id: str
-    created: bool  # False: identical content was already stored
-    verified: bool
-    mismatches: dict
+    created: bool  # False: identical content was already stored or queued
+    status: str = "pending"  # pending | verified | mismatch | failed
+    verified: bool | None = None  # None until scored
+    mismatches: dict | None = None
+    error: dict | None = None  # for failed: {"kind", "field", "message"}
+    requeued: bool = False  # a failed job put back in the queue by this identical resubmission
 
 
 class Verifier:
     """Validates and recomputes; scoring runs outside any DB transaction and at most
-    ``max_parallel`` at a time (scoring is CPU/memory heavy, the write is quick)."""
+    ``max_parallel`` at a time (scoring is CPU/memory heavy, the write is quick).
+
+    ``limit``: score only the first ``limit`` test examples of each env (a small suite for demos
+    and load tests; ``rlhf-gym bench --limit N`` writes matching submissions); recorded in
+    ``scorer_info``. ``precheck(doc)`` runs when a submission is posted and raises
+    SubmissionError for what would certainly fail scoring (by default: example ids that do not
+    match the split)."""
 
     def __init__(self, scorer: Scorer | None = None, env_ids: Callable[[], list[str]] | None = None,
-                 schema_version: int | None = None, scorer_info: dict | None = None, max_parallel: int = 2):
+                 schema_version: int | None = None, scorer_info: dict | None = None, max_parallel: int = 2,
+                 limit: int | None = None, precheck: Callable[[dict], None] | None = None):
+        if limit is not None and limit < 1:
+            raise ValueError(f"limit must be a positive number of examples, got {limit}")
         if scorer is None or env_ids is None or schema_version is None:
             d_scorer, d_envs, d_version, d_info = default_scorer()
+            if scorer is None and precheck is None:
+                precheck = default_precheck(limit)
             scorer = scorer or d_scorer
             env_ids = env_ids or d_envs
             schema_version = d_version if schema_version is None else schema_version
@@ -49,64 +70,145 @@ class Verifier:
         self.scorer = scorer
         self.env_ids = env_ids
         self.schema_version = schema_version
-        self.scorer_info = scorer_info or {}
+        self.scorer_info = dict(scorer_info or {})
+        self.limit = limit
+        if limit is not None:
+            self.scorer_info["limit"] = limit
+        self.precheck = precheck
         self._slots = threading.BoundedSemaphore(max_parallel)
 
     def check(self, doc: Any) -> None:
         validate_structure(doc, schema_version=self.schema_version)
         check_env_ids(doc, list(self.env_ids()))
+        if self.precheck is not None:
+            self.precheck(doc)
 
-    def verify(self, doc: Any) -> Verdict:
+    def verify(self, doc: Any, *, cache=None) -> Verdict:
         self.check(doc)
+        kwargs: dict[str, Any] = {}
+        if self.limit is not None:
+            kwargs["limit"] = self.limit
+        if cache is not None:
+            kwargs["cache"] = cache
         with self._slots:
-            return recompute(doc, self.scorer, scorer_info=self.scorer_info)
+            return recompute(doc, self.scorer, scorer_info=self.scorer_info, **kwargs)
 
 
 class Leaderboard:
-    def __init__(self, db: Database, verifier: Verifier):
+    """Intake (``accept``: validate and queue), scoring (``run_job``, called by a
+    ``jobs.ScoringWorker``) and queries. ``cache``: keep per-example scores in the database's
+    ``score_cache`` table so identical generations are never rescored."""
+
+    def __init__(self, db: Database, verifier: Verifier, *, cache: bool = True):
         self.db = db
         self.verifier = verifier
+        self.cache = DbScoreCache(db) if cache else None
 
     # -- intake ----------------------------------------------------------------------------
 
-    def submit(self, doc: Any, *, user: str | None, source: str = "api") -> Outcome:
+    def accept(self, doc: Any, *, user: str | None, source: str = "api") -> Outcome:
+        """Validate the structure (and example ids) and queue the submission for scoring; an
+        identical document already stored or queued is not queued again."""
         try:
             self.verifier.check(doc)
         except SubmissionError as err:
             self._audit_reject(user, err)
             raise
-        sid = content_hash(doc)
-        existing = self._existing(sid)
-        if existing is not None:
-            self._audit(user, "submission.resubmit", sid, {})
-            return existing
+        document = canonical_json(doc)
+        sid = hashlib.sha256(document.encode("utf-8")).hexdigest()  # == validate.content_hash(doc)
+        meta = doc["meta"]
+        with self.db.tx(write=True) as tx:
+            scored = self._scored(tx, sid)
+            if scored is not None:
+                tx.audit(user, "submission.resubmit", sid, {})
+                return scored
+            if jobs.enqueue(tx, sid, document=document, meta=json.dumps(meta, ensure_ascii=False), user=user,
+                            source=source):
+                tx.audit(user, "submission.accept", sid, {"name": meta["name"], "source": source})
+                return Outcome(id=sid, created=True)
+            job = jobs.get(tx, sid)
+            if job["status"] == "done":  # scored and committed since _scored() read (PostgreSQL, READ COMMITTED)
+                tx.audit(user, "submission.resubmit", sid, {})
+                return self._scored(tx, sid)
+            if job["status"] == "failed" and job["error_kind"] in jobs.RETRYABLE:
+                jobs.requeue(tx, sid)
+                tx.audit(user, "submission.requeue", sid, {"previous_error": job["error_kind"]})
+                return Outcome(id=sid, created=False, requeued=True)
+            tx.audit(user, "submission.resubmit", sid, {"status": job["status"]})
+            return _job_outcome(job, created=False)
+
+    def run_job(self, job: jobs.Job) -> Outcome:
+        """Score one claimed job and record the result (or the failure) under its lease."""
+        doc = json.loads(job.document)
         try:
-            verdict = self.verifier.verify(doc)
+            verdict = self.verifier.verify(doc, cache=self.cache)
         except SubmissionError as err:
-            self._audit_reject(user, err)
+            return self._fail(job, "rejected", err.message, err.field)
+        except ScoringUnavailable as err:
+            return self._fail(job, "unavailable", str(err))
+        except jobs.LeaseLost:
             raise
-        return self._store(verdict, user=user, source=source)
+        except Exception as err:  # a bug or a resource error: record it, keep the worker alive
+            log.exception("scoring submission %s failed", job.submission_id)
+            return self._fail(job, "crashed", f"{type(err).__name__}: {err}")
+        return self._store(verdict, job)
 
-    def _existing(self, sid: str) -> Outcome | None:
+    def submit(self, doc: Any, *, user: str | None, source: str = "api", timeout: float = 3600) -> Outcome:
+        """Accept and score now, in this thread (static builds, scripts). A failed scoring raises
+        what the worker recorded: SubmissionError or ScoringUnavailable."""
+        out = self.accept(doc, user=user, source=source)
+        if out.status == "pending":
+            worker = jobs.ScoringWorker(self)
+            deadline = time.monotonic() + timeout
+            # The job may be leased by a worker thread of a running server: then wait for it.
+            while not worker.run_once(out.id):
+                current = self.status(out.id)
+                if current is None or current.status != "pending":
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"submission {out.id} still pending after {timeout:g} s")
+                time.sleep(0.2)
+            current = self.status(out.id)
+            out = Outcome(**{**current.__dict__, "created": out.created, "requeued": out.requeued})
+        if out.status == "failed":
+            err = out.error or {}
+            if err.get("kind") == "rejected":
+                raise SubmissionError(err.get("field") or "$", err.get("message") or "rejected by the scorer")
+            raise ScoringUnavailable(err.get("message") or "scoring failed")
+        return out
+
+    def _scored(self, tx, sid: str) -> Outcome | None:
+        row = tx.one("SELECT id, verified FROM submissions WHERE id = ?", (sid,))
+        if row is None:
+            return None
+        envs = tx.all("SELECT env_id, comparison FROM submission_envs WHERE submission_id = ?", (sid,))
+        verified = bool(row["verified"])
+        return Outcome(id=sid, created=False, status="verified" if verified else "mismatch", verified=verified,
+                       mismatches=_mismatches(envs))
+
+    def status(self, sid: str) -> Outcome | None:
         with self.db.tx() as tx:
-            row = tx.one("SELECT id, verified FROM submissions WHERE id = ?", (sid,))
-            if row is None:
-                return None
-            envs = tx.all("SELECT env_id, comparison FROM submission_envs WHERE submission_id = ?", (sid,))
-        return Outcome(id=sid, created=False, verified=bool(row["verified"]), mismatches=_mismatches(envs))
+            # Job first: a job seen pending may be completed before the next statement (each
+            # statement has its own snapshot under PostgreSQL's READ COMMITTED), and then the
+            # submissions row, written in the same transaction as "done", is visible.
+            job = jobs.get(tx, sid)
+            scored = self._scored(tx, sid)
+        if scored is not None:
+            return scored
+        return None if job is None else _job_outcome(job, created=False)
 
-    def _store(self, verdict: Verdict, *, user: str | None, source: str) -> Outcome:
+    def _store(self, verdict: Verdict, job: jobs.Job) -> Outcome:
         meta = verdict.doc["meta"]
         with self.db.tx(write=True) as tx:
-            # Two identical submissions can race past _existing(); the primary key makes the
-            # second insert a no-op rather than a duplicate row or an overwrite.
+            jobs.finish(tx, job, "done")  # raises LeaseLost (and rolls back) if another worker took over
+            # The primary key keeps a row written before the queue existed from being duplicated.
             inserted = tx.execute(
                 "INSERT INTO submissions (id, user_name, source, name, description, model, url, seeds, created,"
                 " verified, scorer, document) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (id) DO NOTHING",
-                (verdict.id, user, source, meta["name"], meta.get("description", ""), meta.get("model", ""),
-                 meta.get("url", ""), json.dumps(meta.get("seeds", [])), utcnow(), int(verdict.verified),
-                 json.dumps(verdict.scorer_info, sort_keys=True), canonical_json(verdict.doc)),
+                (verdict.id, job.user_name, job.source, meta["name"], meta.get("description", ""),
+                 meta.get("model", ""), meta.get("url", ""), json.dumps(meta.get("seeds", [])), job.created,
+                 int(verdict.verified), json.dumps(verdict.scorer_info, sort_keys=True), canonical_json(verdict.doc)),
             )
             if inserted == 1:
                 for env in verdict.envs:
@@ -117,13 +219,22 @@ class Leaderboard:
                          json.dumps(env.recomputed_metrics), json.dumps(env.comparison), int(env.verified),
                          json.dumps(env.generations, ensure_ascii=False)),
                     )
-                tx.audit(user, "submission.create", verdict.id,
-                         {"name": meta["name"], "source": source, "verified": verdict.verified,
+                tx.audit(job.user_name, "submission.create", verdict.id,
+                         {"name": meta["name"], "source": job.source, "verified": verdict.verified,
                           "mismatches": {e: sorted(m) for e, m in verdict.mismatches.items() if m}})
             else:
-                tx.audit(user, "submission.resubmit", verdict.id, {"raced": True})
-        return Outcome(id=verdict.id, created=inserted == 1, verified=verdict.verified,
-                       mismatches=verdict.mismatches)
+                tx.audit(job.user_name, "submission.resubmit", verdict.id, {"raced": True})
+        return Outcome(id=verdict.id, created=inserted == 1, status="verified" if verdict.verified else "mismatch",
+                       verified=verdict.verified, mismatches=verdict.mismatches)
+
+    def _fail(self, job: jobs.Job, kind: str, message: str, field: str | None = None) -> Outcome:
+        message = message[:2000]
+        with self.db.tx(write=True) as tx:
+            jobs.finish(tx, job, "failed", error_kind=kind, error_field=field, error=message)
+            tx.audit(job.user_name, "submission.fail", job.submission_id, {"kind": kind, "field": field,
+                                                                          "message": message[:500]})
+        return Outcome(id=job.submission_id, created=False, status="failed",
+                       error={"kind": kind, "field": field, "message": message})
 
     def _audit(self, user: str | None, action: str, obj: str | None, details: dict) -> None:
         with self.db.tx(write=True) as tx:
@@ -135,14 +246,18 @@ class Leaderboard:
     # -- queries ---------------------------------------------------------------------------
 
     def submission(self, sid: str) -> dict | None:
+        """A scored submission with every env's metrics, comparison and generations; a queued or
+        failed one with its metadata, status and error (``verified`` None, no envs yet)."""
         with self.db.tx() as tx:
+            job = jobs.get(tx, sid)  # before the submissions row: see status()
             row = tx.one("SELECT * FROM submissions WHERE id = ?", (sid,))
             if row is None:
-                return None
+                return None if job is None else _job_view(job)
             envs = tx.all("SELECT * FROM submission_envs WHERE submission_id = ? ORDER BY env_id", (sid,))
         out = {k: row[k] for k in ("id", "user_name", "source", "name", "description", "model", "url", "created")}
         out["seeds"] = json.loads(row["seeds"])
         out["verified"] = bool(row["verified"])
+        out["status"] = "verified" if out["verified"] else "mismatch"
         out["scorer"] = json.loads(row["scorer"])
         out["envs"] = {}
         for e in envs:
@@ -165,7 +280,28 @@ class Leaderboard:
                           json.loads(r["recomputed_metrics"]), bool(r["verified"])) for r in rows]
 
     def board(self) -> dict:
-        return build_board(self.rows())
+        queue = jobs.counts(self.db)  # first: a job done after this count is then in the rows
+        return {**build_board(self.rows()), "queue": queue}
+
+
+def _job_outcome(job: dict, *, created: bool) -> Outcome:
+    error = None
+    if job["status"] == "failed":
+        error = {"kind": job["error_kind"], "field": job["error_field"], "message": job["error"]}
+    return Outcome(id=job["submission_id"], created=created, status=job["status"], error=error)
+
+
+def _job_view(job: dict) -> dict:
+    meta = json.loads(job["meta"])
+    out = {"id": job["submission_id"], "user_name": job["user_name"], "source": job["source"],
+           "name": meta.get("name", ""), "description": meta.get("description", ""), "model": meta.get("model", ""),
+           "url": meta.get("url", ""), "seeds": meta.get("seeds", []), "created": job["created"],
+           "status": job["status"], "verified": None, "attempts": int(job["attempts"]),
+           "scoring": job["status"] == "pending" and job["lease_expires"] is not None
+           and float(job["lease_expires"]) >= time.time(), "envs": {}}
+    if job["status"] == "failed":
+        out["error"] = {"kind": job["error_kind"], "field": job["error_field"], "message": job["error"]}
+    return out
 
 
 def _mismatches(envs: list[dict]) -> dict:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Sequence
 
@@ -37,6 +38,9 @@ KINDS = ("preference", "reference")
 ARCHS = ("linear", "mlp")
 ASSET_DIR = Path(__file__).resolve().parent.parent / "assets" / "reward_heads"
 TASK_KIND = {"dialogue": "preference", "summarization": "preference", "translation": "reference"}
+# Embeddings kept per encoder: about 1.6 KB each, so at most ~160 MB. A long-running process (the
+# leaderboard server, a training run) sees an unbounded stream of new texts.
+CACHE_SIZE = 100_000
 
 
 def _words(text: str) -> int:
@@ -44,14 +48,16 @@ def _words(text: str) -> int:
 
 
 class SentenceEncoder:
-    """Frozen MiniLM with a per-text embedding cache.
+    """Frozen MiniLM with a bounded LRU embedding cache.
 
     The cache is what makes scores bit-deterministic inside a process: a text's embedding is
     computed once, whatever batch it first arrived in (padding length changes the float
-    rounding of a batched forward pass in the last bits), and reused from then on.
+    rounding of a batched forward pass in the last bits), and reused while it stays among the
+    ``cache_size`` most recently used (text, max_length) entries.
     """
 
-    def __init__(self, model_dir: str | Path | None = None, batch_size: int = 64, device: str = "cpu"):
+    def __init__(self, model_dir: str | Path | None = None, batch_size: int = 64, device: str = "cpu",
+                 cache_size: int = CACHE_SIZE):
         from transformers import AutoModel, AutoTokenizer
 
         if model_dir is None:
@@ -69,7 +75,8 @@ class SentenceEncoder:
         self.model = AutoModel.from_pretrained(str(self.model_dir)).to(device).eval()
         self.device = device
         self.batch_size = batch_size
-        self._cache: dict[tuple[str, int], np.ndarray] = {}
+        self.cache_size = int(cache_size)
+        self._cache: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
         self.texts_encoded = 0  # forward passes actually run, for speed reporting
 
@@ -88,7 +95,15 @@ class SentenceEncoder:
         batch pads to similar lengths."""
         texts = [str(t) for t in texts]
         with self._lock:
-            missing = sorted({t for t in texts if (t, max_length) not in self._cache}, key=lambda t: (len(t), t))
+            # Collected here rather than read back from the cache: a call with more distinct texts
+            # than cache_size evicts some of its own before it returns.
+            found: dict[str, np.ndarray] = {}
+            for text in texts:
+                vec = self._cache.get((text, max_length))
+                if vec is not None:
+                    self._cache.move_to_end((text, max_length))
+                    found[text] = vec
+            missing = sorted({t for t in texts if t not in found}, key=lambda t: (len(t), t))
             if missing:
                 starts = range(0, len(missing), self.batch_size)
                 if progress and len(missing) > self.batch_size:
@@ -98,11 +113,19 @@ class SentenceEncoder:
                 for start in starts:
                     chunk = missing[start:start + self.batch_size]
                     for text, vec in zip(chunk, self._forward(chunk, max_length)):
+                        found[text] = vec
                         self._cache[(text, max_length)] = vec
                     self.texts_encoded += len(chunk)
+            self.trim_cache()
             if not texts:
                 return np.zeros((0, EMBED_DIM), dtype=np.float32)
-            return np.stack([self._cache[(t, max_length)] for t in texts])
+            return np.stack([found[t] for t in texts])
+
+    def trim_cache(self) -> None:
+        """Drop the least recently used entries beyond ``cache_size`` (callers that fill the
+        cache directly, like ``train-rm --embed-cache``, call this after)."""
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
 
     def clear_cache(self) -> None:
         with self._lock:

@@ -84,7 +84,9 @@ def _load_cache(encoder: SentenceEncoder, path: str | None) -> None:
         with open(path, "rb") as fh:
             stored = pickle.load(fh)
         if stored.get("encoder_id") == encoder.encoder_id:
-            encoder._cache.update(stored["embeddings"])
+            with encoder._lock:
+                encoder._cache.update(stored["embeddings"])
+                encoder.trim_cache()
 
 
 def _save_cache(encoder: SentenceEncoder, path: str | None) -> None:

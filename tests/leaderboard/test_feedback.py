@@ -169,3 +169,33 @@ def test_kappa_and_bootstrap_known_values():
     lo, hi = bootstrap_ci([0.0, 1.0] * 50)
     assert 0.38 < lo < 0.5 < hi < 0.62
     assert bootstrap_ci([0.0, 1.0] * 50) == (lo, hi)  # seeded
+
+
+def test_queue_reads_prompts_from_the_env_when_results_have_none(tmp_path, tiny_env, capsys):
+    """`bench` results written without prompts (or trimmed by hand): the pairs get the env's own
+    prompts; an id the split does not have is an error naming it, and nothing is queued."""
+    def write(path, agent, answers):
+        gens = [{"id": k, "prediction": v} for k, v in answers.items()]  # no "prompt" keys
+        path.write_text(json.dumps({"schema_version": 1, "agent": {"name": agent},
+                                    "envs": {tiny_env: {"env_id": tiny_env, "split": "test", "metrics": {},
+                                                        "generations": gens}}}))
+        return path
+
+    a = write(tmp_path / "a.json", "sys-a", {"t0": "alpha", "t3": "gamma"})
+    b = write(tmp_path / "b.json", "sys-b", {"t0": "beta", "t3": "delta"})
+    db_path = tmp_path / "noprompt.db"
+    assert main(["feedback", "queue", "--results", str(a), str(b), "--db", str(db_path)]) == 0
+    assert "2 pairs queued" in capsys.readouterr().out
+    db = create_app(str(db_path), workers=0,
+                    verifier=Verifier(scorer=lambda *a, **k: {}, env_ids=lambda: [], schema_version=1)).state.db
+    with db.tx() as tx:
+        prompts = {r["example_id"]: r["prompt"] for r in tx.all("SELECT example_id, prompt FROM feedback_pairs")}
+    assert prompts == {"t0": "Translate into English: 初めに神は天と地とを創造された。",  # conftest.TINY
+                       "t3": "Translate into English: 神はその光を昼と名づけ、"}
+
+    c = write(tmp_path / "c.json", "sys-c", {"t0": "x", "nope": "y"})
+    d = write(tmp_path / "d.json", "sys-d", {"t0": "z", "nope": "w"})
+    assert main(["feedback", "queue", "--results", str(c), str(d), "--db", str(db_path)]) == 2
+    assert "example 'nope' has no prompt in the results and is not in the test split" in capsys.readouterr().err
+    with db.tx() as tx:
+        assert tx.one("SELECT COUNT(*) AS n FROM feedback_pairs")["n"] == 2

@@ -89,3 +89,12 @@ def test_compare_metrics_tolerance_and_statuses():
     assert missing["rougeL"]["status"] == "missing" and not is_verified(missing)
     claimed = compare_metrics({**sub, "vs_agent": {"mean": 0.9}}, rec)
     assert claimed["vs_agent.mean"]["status"] == "unverifiable" and not is_verified(claimed)
+
+
+def test_float_noise_of_model_scores_matches_but_a_real_change_does_not():
+    # Values measured in the burst benchmark: one reward mean recomputed in another process.
+    noisy = compare_metrics({"reward_mean": -0.340273192694204}, {"reward_mean": -0.34027416979464364})
+    assert noisy["reward_mean"]["status"] == "match"
+    changed = compare_metrics({"reward_mean": -0.3402}, {"reward_mean": -0.34027416979464364})
+    assert changed["reward_mean"]["status"] == "mismatch"
+    assert compare_metrics({"bleu": 12.5 + 1e-3}, {"bleu": 12.5})["bleu"]["status"] == "mismatch"
