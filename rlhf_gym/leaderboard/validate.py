@@ -297,22 +297,26 @@ def default_scorer() -> tuple[Scorer, Callable[[], list[str]], int, dict]:
 
 def default_precheck(limit: int | None = None) -> Callable[[dict], None]:
     """Checks, without scoring, that each env's generations name exactly the example ids of its
-    test split (its first ``limit`` examples when the server scores a limited suite), with the
-    core's own matching rule (``evaluation.align_predictions``), so such a submission is refused
+    test split (its first ``limit`` examples when the server scores a limited suite) and are valid
+    actions of the env, with the core's own rules (``evaluation.align_predictions``,
+    ``envs.text_env.check_responses``, which scoring applies too), so such a submission is refused
     with 422 when it is posted rather than failing later in the queue."""
-    from rlhf_gym.evaluation import align_predictions
-    from rlhf_gym.tasks import get_task
+    from rlhf_gym.envs.text_env import check_responses
+    from rlhf_gym.evaluation import align_predictions, bench_task
 
     def precheck(doc: dict) -> None:
         for env_id, block in doc["results"]["envs"].items():
-            examples = get_task(env_id).examples("test")
+            task = bench_task(env_id)
+            examples = task.examples("test")
             if limit is not None:
                 examples = examples[:limit]
             preds, vs = _predictions(block)
             try:
-                align_predictions(examples, preds)
+                ids = [ex.id for ex in examples]
+                check_responses(ids, align_predictions(examples, preds), task.max_response_chars, "predictions")
                 if vs is not None:
-                    align_predictions(examples, vs, "vs predictions")
+                    check_responses(ids, align_predictions(examples, vs, "vs predictions"), task.max_response_chars,
+                                    "vs predictions")
             except ValueError as err:
                 raise SubmissionError(f"results.envs[{env_id!r}].generations", str(err)) from err
 

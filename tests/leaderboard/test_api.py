@@ -137,6 +137,9 @@ def test_body_over_limit_is_413_by_header_and_by_stream(client):
      422, "rlhf_gym/LbTiny-v7", "unknown version of rlhf_gym/LbTiny"),
     (lambda d, env: d["results"]["envs"].update({"acme/Nope-v0": {**d["results"]["envs"][env], "env_id": "acme/Nope-v0"}}),
      422, "acme/Nope-v0", "unknown env id"),
+    # over the env's action limit: refused when posted, by the rule env, bench and score apply
+    (lambda d, env: d["results"]["envs"][env]["generations"][2].update(prediction="x" * 5000), 422,
+     "generations", "1 of 6 responses are not valid actions of this env"),
 ])
 def test_bad_submissions_are_422_naming_the_problem(client, make_submission, tiny_env, edit, status, field, message,
                                                     wait_status):
