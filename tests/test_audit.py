@@ -140,6 +140,9 @@ def test_audit_matches_independent_scores(audit_task):
     direction = report["bias"]["gender_direction"]
     assert (direction["n_male_original"], direction["n_female_original"]) == (len(male), len(female))
     assert direction["male_preference"] == pytest.approx((np.mean(male) - np.mean(female)) / 2)
+    oriented = [-g for g in male] + female  # > 0: the female-worded version scored higher
+    assert direction["female_minus_male"]["sign_test_p"] == pytest.approx(
+        sign_test(sum(g > 0 for g in oriented), sum(g < 0 for g in oriented)))
     other = pairs["other_reference"]
     margin = np.mean(np.abs(chrf([examples[i].prompt for i, _ in other], [examples[i].references[0] for i, _ in other],
                                  [list(examples[i].references) for i, _ in other])

@@ -66,8 +66,8 @@ def main(paths: list[str]) -> None:
           "original is male - gap when it is female) / 2, net of any preference for the reference's own words; "
           "also per swapped word, since male originals may hold more gendered words)\n")
     print("| env | role | n male / female originals | words swapped (m / f) | mean gap (m / f) "
-          "| male preference [95% CI] | per swapped word [95% CI] |")
-    print("|---|---|---|---|---|---|---|")
+          "| male preference [95% CI] | per swapped word [95% CI] | female version higher / lower, sign test p |")
+    print("|---|---|---|---|---|---|---|---|")
     for env_id, roles in sorted(by_env.items()):
         for role in ("reward", "judge"):
             g = ((roles.get(role) or {}).get("bias") or {}).get("gender_direction")
@@ -78,7 +78,8 @@ def main(paths: list[str]) -> None:
                       f"{g['male_preference']:+.4f} [{g['male_preference_ci_low']:+.4f}, "
                       f"{g['male_preference_ci_high']:+.4f}] | "
                       f"{g['male_preference_per_word']:+.4f} [{g['male_preference_per_word_ci_low']:+.4f}, "
-                      f"{g['male_preference_per_word_ci_high']:+.4f}] |")
+                      f"{g['male_preference_per_word_ci_high']:+.4f}] | {g['female_minus_male']['n_positive']} / "
+                      f"{g['female_minus_male']['n_negative']}, p = {g['female_minus_male']['sign_test_p']:.2g} |")
 
 
 if __name__ == "__main__":

@@ -10,9 +10,10 @@ RLHF_GYM=${RLHF_GYM:-rlhf-gym}
 PYTHON=${PYTHON:-python}
 OUT=baselines/audit
 LIMIT=${LIMIT:-100}
-for T in Dialogue Summarization Translation; do
-  t=$(tr '[:upper:]' '[:lower:]' <<< "$T")
-  [ -f $OUT/${t}_reward.json ] || $RLHF_GYM eval-rm --env rlhf_gym/$T-v1 --limit $LIMIT --out $OUT/${t}_reward.json
-  [ -f $OUT/${t}_judge.json ] || $RLHF_GYM eval-rm --env rlhf_gym/$T-v1 --judge --limit $LIMIT --out $OUT/${t}_judge.json
+ENVS=${ENVS:-"rlhf_gym/Dialogue-v2 rlhf_gym/Summarization-v1 rlhf_gym/Translation-v1"}
+for env in $ENVS; do
+  t=$(sed -E 's|.*/||; s|-v[0-9]+$||' <<< "$env" | tr '[:upper:]' '[:lower:]')
+  [ -f $OUT/${t}_reward.json ] || $RLHF_GYM eval-rm --env $env --limit $LIMIT --out $OUT/${t}_reward.json
+  [ -f $OUT/${t}_judge.json ] || $RLHF_GYM eval-rm --env $env --judge --limit $LIMIT --out $OUT/${t}_judge.json
 done
 $PYTHON baselines/audit/audit_table.py $OUT/*_reward.json $OUT/*_judge.json

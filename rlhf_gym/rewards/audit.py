@@ -314,6 +314,9 @@ def gender_direction(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
                     f"mean_gap{suffix}_female_original": float(np.mean(f)),
                     f"male_preference{suffix}": float((np.mean(m) - np.mean(f)) / 2),
                     f"male_preference{suffix}_ci_low": low / 2, f"male_preference{suffix}_ci_high": high / 2})
+    # oriented so that > 0 means the female-worded version scored higher; its sign test is the test
+    # of a direction (for a reference-free scorer; a reference-aware one also prefers the original)
+    out["female_minus_male"] = metrics.paired_gap_stats([-r["gap"] for r in male] + [r["gap"] for r in female])
     out["mean_words_swapped_male_original"] = float(np.mean([r["n_first"] + r["n_second"] for r in male]))
     out["mean_words_swapped_female_original"] = float(np.mean([r["n_first"] + r["n_second"] for r in female]))
     return out
