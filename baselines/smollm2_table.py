@@ -41,7 +41,8 @@ def main() -> None:
             continue
         print(f"\n{name}:")
         for r in json.loads(sel.read_text())["rows"]:
-            print(f"| {r['iteration']} | {r['kl']:.3f} | {r['proxy_mean']:.3f} | {r['gold_mean']:.3f} | "
+            kl = "-" if r["kl"] is None else f"{r['kl']:.3f}"  # the last snapshot has no later logged KL
+            print(f"| {r['iteration']} | {kl} | {r['proxy_mean']:.3f} | {r['gold_mean']:.3f} | "
                   f"{r['median_words']:g} | {r['most_repeated_share']:.2f} |")
     timing = R / "gpu" / "gpu_preset_timing.json"
     if timing.exists():

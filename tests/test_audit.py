@@ -23,8 +23,8 @@ REFS = [
     "ok",
     "That sounds great, tell me more about the new job please.",
     # 138 characters, close to the task's limit of 150: no room to pad it or insert a sentence
-    "We spent the whole afternoon in the old library reading about ships, maps, storms and the long voyages of the "
-    "sailors who crossed the sea.",
+    ("We spent the whole afternoon in the old library reading about ships, maps, storms and the long voyages of the "
+     "sailors who crossed the sea."),
     "We watched a film about a king and his sons last night.",
 ]
 

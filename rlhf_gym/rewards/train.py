@@ -18,6 +18,7 @@ from rlhf_gym.rewards.embedding import (
     FEATURE_LAYOUT, KINDS, RewardHead, SentenceEncoder, build_features, get_encoder, n_features, save_head,
     EmbeddingRewardModel,
 )
+from rlhf_gym.metrics import wilson_interval  # noqa: F401  (one Wilson interval; also imported from here)
 from rlhf_gym.rewards.preferences import TASKS, builtin_pairs, pair_bucket, read_preference_file
 
 
@@ -199,17 +200,6 @@ def train_reward_model(
         out_path.with_suffix(".json").write_text(json.dumps(metrics, indent=2) + "\n")
     metrics["head"] = head
     return metrics
-
-
-def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """The Wilson score interval for a binomial proportion (95% for the default ``z``)."""
-    if n <= 0:
-        return (float("nan"), float("nan"))
-    p = successes / n
-    denom = 1.0 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, float(centre - half)), min(1.0, float(centre + half)))
 
 
 MIN_EVAL_PAIRS = 20
