@@ -6,6 +6,8 @@
 import json
 from pathlib import Path
 
+from rlhf_gym.metrics import format_rate
+
 R = Path(__file__).resolve().parent / "smollm2"
 
 
@@ -15,7 +17,7 @@ def row(label: str, path: Path, env: str) -> str | None:
     block = json.loads(path.read_text())["envs"][env]
     m = block["metrics"]
     vs = m.get("win_rate_vs_agent")
-    vs_text = f"{vs['mean']:.3f} [{vs['ci_low']:.2f}, {vs['ci_high']:.2f}]" if vs else "-"
+    vs_text = format_rate(vs)  # interval rounded outwards: the mean is always inside it
     return (f"| {env.split('/')[1]} | {label} | {block['n']} | {m['bleu']:.2f} | {m['chrf']:.2f} | {m['rouge1']:.2f} | "
             f"{m['rouge2']:.2f} | {m['rougeL']:.2f} | {m['reward_mean']:.3f} | {m['judge_mean']:.3f} | {vs_text} | "
             f"{m['length']['median_words']:g} | {m['most_repeated_share']['share']:.2f} |")

@@ -9,7 +9,8 @@ The whole protocol is one method::
 
 ``infos`` are the env's reset infos (``example_id``, ``references``, ``source``); honest agents
 ignore ``references``. ``rlhf-gym bench --agent SPEC`` builds an agent from a spec string:
-``reference``, ``lead``, ``retrieval``, ``smollm2`` (the built-in SmolLM2-135M-Instruct policy),
+``reference``, ``lead``, ``retrieval``, ``pad[:SPEC]`` (SPEC's output, the reference by default,
+padded with filler up to the env's length limit: a length-hacking probe), ``smollm2`` (the built-in SmolLM2-135M-Instruct policy),
 ``hf:PATH_OR_HUB_ID``, a registered prefix such as ``ppo:OUT_DIR`` or ``bon:smollm2,n=4``, or
 ``package.module:ClassName`` / ``path/to/file.py:ClassName`` for your own. Model agents take
 options after commas: ``smollm2,temperature=0.7,seed=1``, ``hf:PATH,temperature=0.7``.
@@ -69,6 +70,48 @@ class LeadAgent:
                 text = text[:self.max_response_chars].rsplit(" ", 1)[0] or text[:self.max_response_chars]
             out.append(text)
         return out
+
+
+# Content-free sentences, all different (a looped filler is caught by the gold judge's repetition
+# check; distinct sentences are the harder case for a judge).
+FILLER_SENTENCES = (
+    "I hope this helps.",
+    "Let me know if you have any other questions.",
+    "There is a lot more that could be said about this.",
+    "In short, these are the main points to keep in mind.",
+    "Thank you for taking the time to read this far.",
+    "Of course, every situation is a little different.",
+    "It is worth thinking about this carefully.",
+    "To put it another way, that is the gist of it.",
+    "Many people have asked similar questions before.",
+    "As always, the details matter a great deal here.",
+    "This is, broadly speaking, how things stand.",
+    "Further discussion is always welcome.",
+)
+
+
+def pad_text(text: str, max_chars: int) -> str:
+    """``text`` followed by filler sentences, in order, while the result fits in ``max_chars``
+    (a ``text`` already over the limit is cut to it: the result is always a valid action)."""
+    text = text[:max_chars]
+    for sentence in FILLER_SENTENCES:
+        candidate = f"{text} {sentence}" if text else sentence
+        if len(candidate) <= max_chars:
+            text = candidate
+    return text
+
+
+class PadAgent:
+    """A length-hacking probe: another agent's output (the human reference by default) padded
+    with content-free filler up to the env's action-length limit. A judge that rewards length
+    prefers it to the unpadded output; a length-controlled win rate should not."""
+
+    def __init__(self, base: "Agent", max_chars: int, name: str | None = None):
+        self.base, self.max_chars = base, int(max_chars)
+        self.name = name or f"pad:{getattr(base, 'name', 'agent')}"
+
+    def act(self, observations, infos):
+        return [pad_text(text, self.max_chars) for text in self.base.act(observations, infos)]
 
 
 def _char_ngrams(text: str, n: int = 3) -> Counter:
@@ -230,6 +273,10 @@ register_agent("copy", lambda arg, task: LeadAgent(task.kind, task.max_response_
 register_agent("echo", lambda arg, task: LeadAgent(task.kind, task.max_response_chars))
 register_agent("retrieval", lambda arg, task: RetrievalAgent(task.examples("train"),
                                                              max_response_chars=task.max_response_chars))
+register_agent("pad", lambda arg, task: PadAgent(make_agent(arg or "reference", task), task.max_response_chars,
+                                                 name=f"pad:{arg}" if arg else "pad"))
+
+
 def _hf_agent(arg: str, task) -> HFModelAgent:
     """``hf:PATH_OR_ID[,temperature=0.7,...]``: chat models get the task's instruction."""
     from rlhf_gym.policy import CHAT_DEFAULTS, parse_agent_arg

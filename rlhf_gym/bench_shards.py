@@ -39,6 +39,7 @@ class EnvJob:
     reward: str | None
     safety_coef: float
     batch_size: int
+    seed: int | None = None  # bench --seeds: the sampling agent's seed for this run
 
 
 @dataclass(frozen=True)
@@ -66,13 +67,17 @@ class _Context:
 def _context(job: EnvJob) -> _Context:
     """Agent(s), env scorer and judge of a job, built once per process: a Ray worker that gets
     several shards of an env loads its models once."""
+    from rlhf_gym import winrate
     from rlhf_gym.agents import make_agent
     from rlhf_gym.evaluation import EnvScorer
     from rlhf_gym.tasks import get_task
 
     task = get_task(job.env_id)
     scorer = EnvScorer(task, job.split, reward=job.reward, safety_coef=job.safety_coef)
-    return _Context(task, task.examples(job.split), scorer, task.judge_model(), make_agent(job.agent_spec, task),
+    agent = make_agent(job.agent_spec, task)
+    if job.seed is not None and winrate.is_sampling(agent):
+        winrate.set_agent_seed(agent, job.seed)
+    return _Context(task, task.examples(job.split), scorer, task.judge_model(), agent,
                     make_agent(job.vs_spec, task) if job.vs_spec else None)
 
 
@@ -272,8 +277,9 @@ def run_sharded_bench(agent_spec: str, env_ids: Sequence[str], *, vs_spec: str |
                       limit: int | None, batch_size: int, out: str | Path | None, resume: bool,
                       show_progress: bool, reward: str | None, safety_coef: float, executor: str,
                       address: str | None, num_cpus: int | None, shard_size: int,
-                      max_retries: int | None) -> dict[str, Any]:
-    """What :func:`rlhf_gym.evaluation.run_bench` does (see there)."""
+                      max_retries: int | None, seed: int | None = None) -> dict[str, Any]:
+    """What :func:`rlhf_gym.evaluation.run_bench` does (see there); ``seed`` sets a sampling
+    agent's seed."""
     from rlhf_gym.evaluation import (
         bench_task,
         check_limit,
@@ -304,7 +310,7 @@ def run_sharded_bench(agent_spec: str, env_ids: Sequence[str], *, vs_spec: str |
     for task in tasks:
         if task.env_id in results["envs"]:
             continue
-        job = EnvJob(task.env_id, agent_spec, vs_spec, split, reward, float(safety_coef), int(batch_size))
+        job = EnvJob(task.env_id, agent_spec, vs_spec, split, reward, float(safety_coef), int(batch_size), seed)
         n = len(task.examples(split)[:limit])
         if not n:
             raise ValueError(f"{task.env_id} has no examples in split {split!r}")
@@ -354,4 +360,57 @@ def run_sharded_bench(agent_spec: str, env_ids: Sequence[str], *, vs_spec: str |
                 if store.dir is not None and store.dir.exists() else "")
         raise ShardsFailed(f"{len(failed)} shard(s) failed after {max_retries + 1} tries: {names} "
                            f"(last error: {_error_line(failed[-1][1])}){kept}")
+    return results
+
+
+def run_seeded_bench(agent_spec: str, env_ids: Sequence[str], *, seeds: Sequence[int], out: str | Path | None,
+                     resume: bool, **kwargs: Any) -> dict[str, Any]:
+    """``bench --seeds``: a sampling agent runs once per seed (each run a sharded bench of its own,
+    written to ``OUT.seedS`` so a killed run resumes per seed), and each env's block is the first
+    seed's block plus ``seeds`` (per-seed numbers and their aggregate,
+    :func:`rlhf_gym.winrate.aggregate_seed_blocks`). A deterministic agent runs once and its
+    block says so. With ``resume``, envs already in ``out`` are kept; a file made with other
+    settings or other seeds is an error."""
+    from rlhf_gym import winrate
+    from rlhf_gym.evaluation import bench_task, new_results, resumable_envs, write_json_atomic
+
+    seeds = [int(s) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct integers, got {seeds}")
+    env_ids = [bench_task(e).env_id for e in env_ids]  # fail on a bad id before any work
+    vs_spec = kwargs.get("vs_spec")
+    results = new_results({"spec": agent_spec, "name": agent_spec}, {"spec": vs_spec} if vs_spec else None)
+    results["settings"] = {"split": kwargs["split"], "limit": kwargs["limit"], "reward": kwargs.get("reward") or "builtin",
+                           "safety_coef": kwargs.get("safety_coef", 0.0), "seeds": seeds}
+    kept: dict[str, dict] = {}
+    if resume and out and Path(out).exists():
+        kept = {e: b for e, b in resumable_envs(out, results).items() if e in env_ids}
+        previous_seeds = json.loads(Path(out).read_text(encoding="utf-8")).get("settings", {}).get("seeds")
+        if kept and previous_seeds != seeds:
+            raise ValueError(f"--resume: {out} was made with seeds {previous_seeds} (this run: {seeds}); rerun with "
+                             "the same --seeds, write to another --out, or pass --overwrite to replace it")
+    todo = [e for e in env_ids if e not in kept]
+    sampling = {}
+    for env_id in todo:  # built once here, reused by the local executor (cached per job)
+        job = EnvJob(env_id, agent_spec, vs_spec, kwargs["split"], kwargs.get("reward"),
+                     float(kwargs.get("safety_coef", 0.0)), int(kwargs["batch_size"]), seeds[0])
+        sampling[env_id] = winrate.is_sampling(_context(job).agent)
+    runs: dict[int, dict] = {}
+    for seed in seeds:
+        envs = todo if seed == seeds[0] else [e for e in todo if sampling[e]]
+        if envs:
+            part = f"{out}.seed{seed}" if out else None
+            runs[seed] = run_sharded_bench(agent_spec, envs, out=part, resume=resume, seed=seed, **kwargs)
+    blocks = dict(kept)
+    for env_id in todo:
+        block = runs[seeds[0]]["envs"][env_id]
+        block["seeds"] = (winrate.aggregate_seed_blocks([runs[s]["envs"][env_id] for s in seeds], seeds)
+                          if sampling[env_id] else winrate.deterministic_seed_info(seeds))
+        blocks[env_id] = block
+    results["envs"] = {e: blocks[e] for e in env_ids}
+    results["overall"] = winrate.overall_ranking_score(results["envs"])
+    if out:
+        write_json_atomic(out, results)
+        for seed in runs:  # every seed's numbers are in OUT now
+            Path(f"{out}.seed{seed}").unlink(missing_ok=True)
     return results

@@ -72,6 +72,9 @@ def register(subparsers) -> None:
     p.add_argument("--shard-size", type=positive_int, default=None, help="examples per shard (default 256)")
     p.add_argument("--max-retries", type=int, default=None,
                    help="tries after a shard's first failure (default: 1 with ray, 0 locally)")
+    p.add_argument("--seeds", type=_seed_list, default=None, metavar="S1,S2,...",
+                   help="run a sampling agent once per seed (e.g. 0,1,2): per-seed numbers and an aggregate with a "
+                        "95%% CI over seeds and prompts; a deterministic agent runs once (one seed suffices)")
     p.set_defaults(handler=cmd_bench)
 
     p = subparsers.add_parser("sample", help="sample K responses per prompt from a policy (JSONL; resumable)")
@@ -114,6 +117,19 @@ def register(subparsers) -> None:
     p.add_argument("--out", default=None, help="output directory (default: the packaged tokenizer)")
     p.add_argument("--vocab-size", type=int, default=8192)
     p.set_defaults(handler=cmd_train_tokenizer)
+
+
+def _seed_list(text: str) -> list[int]:
+    """``0,1,2`` -> [0, 1, 2]; anything else is an argparse error naming the bad part."""
+    import argparse
+
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 0,1,2, got {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"expected distinct comma-separated integers such as 0,1,2, got {text!r}")
+    return seeds
 
 
 def cmd_envs(args) -> int:
@@ -172,7 +188,7 @@ def cmd_bench(args) -> int:
                             batch_size=args.batch_size, out=args.out, resume=args.resume, reward=args.reward,
                             safety_coef=args.safety_coef, executor=args.executor, address=args.address,
                             num_cpus=args.num_cpus, shard_size=args.shard_size or SHARD_SIZE,
-                            max_retries=args.max_retries)
+                            max_retries=args.max_retries, seeds=args.seeds)
     except ShardsFailed as err:
         print(f"rlhf-gym bench: error: {err}", file=sys.stderr)
         return 1
@@ -268,6 +284,9 @@ def cmd_score(args) -> int:
     block = score_predictions(args.env, predictions, split=args.split, vs_predictions=vs, show_progress=True,
                               limit=args.limit, reward=args.reward, safety_coef=args.safety_coef)
     results["envs"][block["env_id"]] = block
+    from rlhf_gym.winrate import overall_ranking_score
+
+    results["overall"] = overall_ranking_score(results["envs"])
     write_json_atomic(args.out, results)
     print_results_table(results)
     print(f"wrote {args.out}")

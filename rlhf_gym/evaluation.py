@@ -17,11 +17,13 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from rlhf_gym import metrics
+from rlhf_gym import metrics, winrate
 from rlhf_gym.data import Example
 from rlhf_gym.paths import honour_umask
 
-RESULTS_SCHEMA_VERSION = 1
+# 2: Wilson intervals for win rates; length-controlled win rates; win rates against the task's
+# baseline agent; per-generation reference/baseline judge scores; per-seed blocks (rlhf_gym.winrate).
+RESULTS_SCHEMA_VERSION = 2
 SCORE_BATCH = 64
 # Examples per shard: the unit that ``bench`` and ``score`` generate and score, and that bench
 # resumes and distributes. A multiple of SCORE_BATCH and of the usual generation batch sizes,
@@ -98,7 +100,9 @@ class EnvScorer:
 
     @property
     def reward_model(self):
-        return self.env(1).reward_fn.reward_model
+        # any env already built will do: no second env just to name the reward model
+        env = next(iter(self._envs.values()), None) or self.env(1)
+        return env.reward_fn.reward_model
 
     def observe(self, indices: Sequence[int]):
         """(prompts, per-slot infos) the env shows for these examples."""
@@ -217,9 +221,13 @@ def score_shard(scorer: EnvScorer, judge, examples: Sequence[Example], hyps: Seq
     judged = cached_scores(cache, judge_ns, ids, hyps, judge_of(hyps, "judge"))["judge"]
     first_refs = [r[0] for r in refs]
     judged_refs = cached_scores(cache, judge_ns, ids, first_refs, judge_of(first_refs, "judge refs"))["judge"]
+    # The ranking baseline (rlhf_gym.winrate.BASELINE_AGENT), made and judged here, never submitted.
+    baseline = winrate.baseline_predictions(task, examples)
+    judged_base = cached_scores(cache, judge_ns, ids, baseline, judge_of(baseline, "judge baseline"))["judge"]
     shard = {"start": start, "stop": start + len(examples), "predictions": list(hyps),
              "rewards": rewards.tolist(), "components": {k: v.tolist() for k, v in components.items()},
              "judge_scores": judged.tolist(), "judge_ref_scores": judged_refs.tolist(),
+             "baseline_predictions": baseline, "judge_baseline_scores": judged_base.tolist(),
              "reward_model": _model_id(scorer.reward_model), "judge": _model_id(judge)}
     if vs is not None:
         shard["vs_predictions"] = list(vs)
@@ -246,6 +254,7 @@ def summarize_shards(task, shards: Sequence[dict[str, Any]], *, split: str, limi
     judged, judged_refs = np.asarray(cat("judge_scores")), np.asarray(cat("judge_ref_scores"))
     components = {k: np.asarray([x for s in shards for x in s["components"][k]]) for k in shards[0]["components"]}
     vs = cat("vs_predictions") if "vs_predictions" in shards[0] else None
+    baseline, judged_base = cat("baseline_predictions"), np.asarray(cat("judge_baseline_scores"))
     refs = [list(ex.references) for ex in examples]
 
     bleu, bleu_sig = metrics.corpus_bleu(hyps, refs)
@@ -256,8 +265,10 @@ def summarize_shards(task, shards: Sequence[dict[str, Any]], *, split: str, limi
         "reward_mean": float(rewards.mean()),
         "score_mean": float(components["score"].mean()) if "score" in components else float(rewards.mean()),
         "judge_mean": float(judged.mean()),
-        "win_rate_vs_reference": metrics.win_rate(judged, judged_refs),
-        "win_rate_vs_agent": None,
+        # raw and length-controlled win rates (rlhf_gym.winrate), each with n and a 95% interval
+        **winrate.comparison_metrics("reference", judged, judged_refs, hyps, [r[0] for r in refs]),
+        "win_rate_vs_agent": None, "lc_win_rate_vs_agent": None,
+        **winrate.comparison_metrics("baseline", judged, judged_base, hyps, baseline),
         "length": metrics.length_stats(hyps),
         "most_repeated_share": metrics.most_repeated_share(hyps),
     }
@@ -265,8 +276,9 @@ def summarize_shards(task, shards: Sequence[dict[str, Any]], *, split: str, limi
         block_metrics["unsafe_rate"] = metrics.rate_with_ci(components["unsafe"] > 0.5)
     generations = [
         {"id": ex.id, "prompt": ex.prompt, "prediction": hyp, "references": list(ex.references),
-         "reward": float(r), "judge_score": float(j)}
-        for ex, hyp, r, j in zip(examples, hyps, rewards, judged)
+         "reward": float(r), "judge_score": float(j), "reference_judge_score": float(jr),
+         "baseline_prediction": base, "baseline_judge_score": float(jb)}
+        for ex, hyp, r, j, jr, base, jb in zip(examples, hyps, rewards, judged, judged_refs, baseline, judged_base)
     ]
     for name, values in components.items():
         if name != "score" or len(components) > 1:
@@ -274,14 +286,14 @@ def summarize_shards(task, shards: Sequence[dict[str, Any]], *, split: str, limi
                 gen.setdefault("reward_components", {})[name] = float(value)
     if vs is not None:
         judged_vs = np.asarray(cat("judge_vs_scores"))
-        block_metrics["win_rate_vs_agent"] = metrics.win_rate(judged, judged_vs)
+        block_metrics.update(winrate.comparison_metrics("agent", judged, judged_vs, hyps, vs))
         for gen, other, score in zip(generations, vs, judged_vs):
             gen["vs_prediction"], gen["vs_judge_score"] = other, float(score)
     return {
         "env_id": task.env_id, "task": task.kind, "version": task.version, "source": task.source,
         "split": split, "n": len(examples), "limit": limit,
         "reward_model": shards[0]["reward_model"], "judge": shards[0]["judge"],
-        "safety_coef": float(safety_coef),
+        "baseline": {"spec": winrate.BASELINE_AGENT}, "safety_coef": float(safety_coef),
         "metrics": block_metrics, "generations": generations,
     }
 
@@ -392,15 +404,19 @@ def run_bench(agent_spec: str, env_ids: Sequence[str] | None = None, *, vs_spec:
               out: str | Path | None = None, resume: bool = False, show_progress: bool = True,
               reward: str | None = None, safety_coef: float = 0.0, executor: str = "local",
               address: str | None = None, num_cpus: int | None = None, shard_size: int = SHARD_SIZE,
-              max_retries: int | None = None) -> dict[str, Any]:
+              max_retries: int | None = None, seeds: Sequence[int] | None = None) -> dict[str, Any]:
     """Evaluate an agent on each env, in shards of ``shard_size`` examples (generate, then
     score); the results file is rewritten after every env, and with ``resume`` envs already in
     it (for the same agent, split, limit, reward and safety penalty) are not run again, nor
     shards already finished by a killed run. Observations come from the env's ``reset``,
     rewards from its ``step``. ``executor="ray"`` runs the shards of all envs as Ray tasks (on
     the cluster at ``address``, or a local one with ``num_cpus``): the same shards, the same
-    numbers. A failed shard is retried ``max_retries`` times (default: 1 on Ray, 0 locally)."""
-    from rlhf_gym.bench_shards import run_sharded_bench
+    numbers. A failed shard is retried ``max_retries`` times (default: 1 on Ray, 0 locally).
+    With ``seeds``, a sampling agent runs once per seed and each env's block gets per-seed
+    numbers and their aggregate (``rlhf_gym.bench_shards.run_seeded_bench``); a deterministic
+    agent runs once and its block says so. ``results["overall"]`` is the cross-task ranking
+    score (``rlhf_gym.winrate.overall_ranking_score``)."""
+    from rlhf_gym.bench_shards import run_seeded_bench, run_sharded_bench
 
     check_limit(limit)
     if int(batch_size) < 1:
@@ -414,10 +430,13 @@ def run_bench(agent_spec: str, env_ids: Sequence[str] | None = None, *, vs_spec:
     for env_id in memory_ids:  # a bad id fails before any work
         if env_id.split("/")[-1] != "DialogueMemory-v0":
             raise ValueError(f"unknown env id {env_id!r}; the memory env is rlhf_gym/DialogueMemory-v0")
-    results = run_sharded_bench(agent_spec, other_ids, vs_spec=vs_spec, split=split, limit=limit,
-                                batch_size=batch_size, out=out, resume=resume, show_progress=show_progress,
-                                reward=reward, safety_coef=safety_coef, executor=executor, address=address,
-                                num_cpus=num_cpus, shard_size=shard_size, max_retries=max_retries)
+    kwargs = dict(vs_spec=vs_spec, split=split, limit=limit, batch_size=batch_size, out=out, resume=resume,
+                  show_progress=show_progress, reward=reward, safety_coef=safety_coef, executor=executor,
+                  address=address, num_cpus=num_cpus, shard_size=shard_size, max_retries=max_retries)
+    if seeds and other_ids:
+        results = run_seeded_bench(agent_spec, other_ids, seeds=seeds, **kwargs)
+    else:
+        results = run_sharded_bench(agent_spec, other_ids, **kwargs)
     for env_id in memory_ids:
         if env_id in results["envs"]:
             continue
@@ -429,6 +448,9 @@ def run_bench(agent_spec: str, env_ids: Sequence[str] | None = None, *, vs_spec:
         results["envs"][env_id] = block
         if out:
             write_json_atomic(out, results)
+    results["overall"] = winrate.overall_ranking_score(results["envs"])
+    if out and results["envs"]:
+        write_json_atomic(out, results)
     return results
 
 
@@ -448,6 +470,8 @@ def resumable_envs(out: str | Path, results: dict[str, Any]) -> dict[str, Any]:
     want = {"agent": results["agent"]["spec"], "vs": (results["vs_agent"] or {}).get("spec")}
     have = {"agent": (previous.get("agent") or {}).get("spec"), "vs": (previous.get("vs_agent") or {}).get("spec")}
     differences = [f"{key} {have[key]!r} (this run: {want[key]!r})" for key in want if have[key] != want[key]]
+    if previous.get("schema_version") != results["schema_version"]:
+        differences.append(f"results schema {previous.get('schema_version')!r} (this run: {results['schema_version']!r})")
     for env_id, block in previous_envs.items():
         block_settings = {"split": block.get("split"), "limit": block.get("limit"),
                           "reward": block.get("reward_spec") or "builtin",
@@ -484,10 +508,6 @@ def check_output_path(out: str | Path, resume: bool = False, overwrite: bool = F
                          "--overwrite to discard them, or another --out")
 
 
-def _fmt_ci(win: dict[str, Any] | None) -> str:
-    if not win:
-        return "-"
-    return f"{win['mean']:.3f} [{win['ci_low']:.2f}, {win['ci_high']:.2f}]"
 
 
 def results_table(results: dict[str, Any]):
@@ -495,10 +515,12 @@ def results_table(results: dict[str, Any]):
 
     vs = results.get("vs_agent")
     table = Table(title=f"rlhf-gym bench: {results['agent']['spec']}" + (f" vs {vs['spec']}" if vs else ""),
-                  caption="BLEU/chrF: sacrebleu; R-*: rouge-score F x100; win rates: held-out judge, 95% CI")
-    columns = ["env", "n", "BLEU", "chrF", "R-1", "R-2", "R-L", "R-Lsum", "reward", "win vs ref"]
-    columns += ["win vs " + vs["spec"].split(":")[0]] if vs else []
-    columns += ["words"]
+                  caption="BLEU/chrF: sacrebleu; R-*: rouge-score F x100; win: raw win rate (Wilson 95% CI); "
+                          "LC: length-controlled win rate (95% CI; ! = far from raw, length model suspect); lead: the task's "
+                          "baseline agent; held-out judge")
+    columns = ["env", "n", "BLEU", "chrF", "R-1", "R-2", "R-L", "R-Lsum", "reward", "win vs ref", "LC vs ref"]
+    columns += ["win vs " + vs["spec"].split(":")[0], "LC vs " + vs["spec"].split(":")[0]] if vs else []
+    columns += [f"win vs {winrate.BASELINE_AGENT}", f"LC vs {winrate.BASELINE_AGENT}", "words"]
     for column in columns:
         table.add_column(column, justify="left" if column == "env" else "right", no_wrap=True)
     for env_id, block in results["envs"].items():
@@ -507,9 +529,10 @@ def results_table(results: dict[str, Any]):
         m = block["metrics"]
         row = [env_id.split("/", 1)[-1], str(block["n"]), f"{m['bleu']:.2f}", f"{m['chrf']:.2f}", f"{m['rouge1']:.2f}",
                f"{m['rouge2']:.2f}", f"{m['rougeL']:.2f}", f"{m['rougeLsum']:.2f}", f"{m['reward_mean']:.3f}",
-               _fmt_ci(m["win_rate_vs_reference"])]
-        row += [_fmt_ci(m["win_rate_vs_agent"])] if vs else []
-        row += [f"{m['length']['mean_words']:.1f}"]
+               metrics.format_rate(m["win_rate_vs_reference"]), winrate.format_lc(m.get("lc_win_rate_vs_reference"))]
+        row += [metrics.format_rate(m["win_rate_vs_agent"]), winrate.format_lc(m.get("lc_win_rate_vs_agent"))] if vs else []
+        row += [metrics.format_rate(m.get("win_rate_vs_baseline")), winrate.format_lc(m.get("lc_win_rate_vs_baseline")),
+                f"{m['length']['mean_words']:.1f}"]
         table.add_row(*row)
     return table
 
@@ -520,9 +543,12 @@ def print_results_table(results: dict[str, Any]) -> None:
 
     from rich.console import Console
 
-    console = Console(width=None if sys.stdout.isatty() else 160)
+    console = Console(width=None if sys.stdout.isatty() else 260)
     if any(b.get("task") != "dialogue-memory" for b in results["envs"].values()):
         console.print(results_table(results))
+        if any(block.get("seeds") for block in results["envs"].values()):
+            console.print(winrate.seeds_table(results))
+        console.print(winrate.overall_line(results))
     if any(b.get("task") == "dialogue-memory" for b in results["envs"].values()):
         from rlhf_gym.memory.bench import memory_table
 

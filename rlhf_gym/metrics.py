@@ -5,7 +5,10 @@
   averaged over examples, x100. Lsum reads sentences separated by newlines, so both sides are
   split into sentences first (rouge-score itself would treat a paragraph as one sentence).
 - Preference win rate: judge preference per example (1 win, 0.5 tie, 0 loss), mean, and a 95%
-  percentile-bootstrap CI with a fixed seed so a result file is reproducible.
+  Wilson score interval with ties counted as half a win (never [0, 0] at a rate of 0; conservative
+  with ties, which lower the variance). The length-controlled rate is in ``rlhf_gym.winrate``.
+- Every printed rate goes through :func:`format_rate`, which rounds the interval outwards so the
+  printed mean never lies outside its printed interval.
 """
 
 from __future__ import annotations
@@ -79,13 +82,19 @@ def preferences(scores_a: Sequence[float], scores_b: Sequence[float]) -> np.ndar
     return np.where(a > b, 1.0, np.where(a < b, 0.0, 0.5))
 
 
+def resample_indices(n: int, samples: int = BOOTSTRAP_SAMPLES, seed: int = BOOTSTRAP_SEED) -> np.ndarray:
+    """(samples, n) indices drawn with replacement: the one bootstrap resampling of the project."""
+    return np.random.default_rng(seed).integers(0, n, size=(samples, n))
+
+
 def bootstrap_ci(values: Sequence[float], samples: int = BOOTSTRAP_SAMPLES, seed: int = BOOTSTRAP_SEED,
                  level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of a mean (for unbounded quantities; proportions take
+    :func:`wilson_interval`, which does not collapse at 0 or 1)."""
     values = np.asarray(values, dtype=np.float64)
     if values.size == 0:
         return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, values.size, size=(samples, values.size))].mean(axis=1)
+    means = values[resample_indices(values.size, samples, seed)].mean(axis=1)
     alpha = (1.0 - level) / 2.0
     return float(np.quantile(means, alpha)), float(np.quantile(means, 1.0 - alpha))
 
@@ -104,12 +113,19 @@ def bootstrap_diff_ci(values_a: Sequence[float], values_b: Sequence[float], samp
     return float(np.quantile(diffs, alpha)), float(np.quantile(diffs, 1.0 - alpha))
 
 
+def preference_interval(prefs: Sequence[float]) -> tuple[float, float]:
+    """95% Wilson interval of a mean preference in [0, 1] (ties as 0.5 count as half a success)."""
+    prefs = np.asarray(prefs, dtype=np.float64)
+    return wilson_interval(float(prefs.sum()), int(prefs.size))
+
+
 def win_rate(scores_a: Sequence[float], scores_b: Sequence[float]) -> dict[str, float | int]:
+    """Raw win rate of A over B with n, win/tie/loss counts and a 95% Wilson interval."""
     prefs = preferences(scores_a, scores_b)
-    low, high = bootstrap_ci(prefs)
+    low, high = preference_interval(prefs)
     return {"mean": float(prefs.mean()) if prefs.size else float("nan"), "ci_low": low, "ci_high": high,
             "n": int(prefs.size), "wins": int((prefs == 1).sum()), "ties": int((prefs == 0.5).sum()),
-            "losses": int((prefs == 0).sum())}
+            "losses": int((prefs == 0).sum()), "interval": "wilson"}
 
 
 def length_stats(texts: Sequence[str]) -> dict[str, float]:
@@ -124,7 +140,7 @@ def wilson_interval(successes: float, n: int, z: float = 1.959964) -> tuple[floa
     observed rate, sensible for rates near 0 or 1 where a bootstrap collapses."""
     if n <= 0:
         return float("nan"), float("nan")
-    p = successes / n
+    p = min(1.0, max(0.0, successes / n))
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
@@ -138,6 +154,27 @@ def rate_with_ci(flags: Sequence[bool]) -> dict[str, float | int]:
     low, high = wilson_interval(float(flags.sum()), int(flags.size))
     return {"mean": float(flags.mean()) if flags.size else float("nan"), "ci_low": low, "ci_high": high,
             "n": int(flags.size), "count": int(flags.sum())}
+
+
+def format_rate(rate: dict[str, Any] | None, digits: int = 3, percent: bool = False) -> str:
+    """``mean [low, high]`` with the interval rounded outwards (low down, high up) at the mean's
+    precision, so the printed mean is always inside the printed interval (plain rounding printed
+    ``0.009 [0.01, 0.01]``). ``percent`` prints x100 with ``digits`` decimals."""
+    if not rate or rate.get("mean") is None:
+        return "-"
+    scale = 100.0 if percent else 1.0
+    mean, low, high = (rate.get(k) for k in ("mean", "ci_low", "ci_high"))
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "-"
+    text = f"{scale * mean:.{digits}f}"
+    if low is None or high is None or math.isnan(low) or math.isnan(high):
+        return text
+    step = 10.0 ** digits
+    # a hair of tolerance so a bound that is exactly representable (0.25) is not pushed a step out
+    lo = math.floor(scale * low * step + 1e-9) / step
+    hi = math.ceil(scale * high * step - 1e-9) / step
+    lo, hi = min(lo, float(text)), max(hi, float(text))
+    return f"{text} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
 def most_repeated_share(texts: Sequence[str]) -> dict[str, Any]:

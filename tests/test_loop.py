@@ -99,7 +99,7 @@ def queue_and_label(tmp_path, results_files, capsys):
 def test_feedback_help_and_missing_prompts(results_files, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["feedback", "--help"])
-    assert exit_.value.code == 0 and "95% bootstrap CI" in capsys.readouterr().out
+    assert exit_.value.code == 0 and "95% Wilson CI" in capsys.readouterr().out
     db_path = tmp_path / "fb.db"
     assert main(["feedback", "queue", "--results", str(results_files["retrieval"]), str(results_files["lead"]),
                  "--db", str(db_path)]) == 0

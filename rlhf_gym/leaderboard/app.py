@@ -218,7 +218,7 @@ def create_app(db_url: str, *, verifier: Verifier | None = None, max_body_mb: fl
 
     @app.get("/api/feedback/stats")
     def get_feedback_stats():
-        """Human win rate per (env, system pair) with its 95% bootstrap CI, label counts and
+        """Human win rate per (env, system pair) with its 95% Wilson interval, label counts and
         inter-annotator agreement (raw and Cohen's kappa) on doubly-labelled pairs."""
         return {"stats": feedback_stats(db)}
 

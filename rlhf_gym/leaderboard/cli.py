@@ -68,7 +68,7 @@ def register(subparsers) -> None:
     e.add_argument("--out", required=True)
     e.add_argument("--db", default=DEFAULT_DB)
     e.set_defaults(handler=_export)
-    st = fsub.add_parser("stats", help="human win rate (95%% bootstrap CI) and annotator agreement")
+    st = fsub.add_parser("stats", help="human win rate (95%% Wilson CI) and annotator agreement")
     st.add_argument("--db", default=DEFAULT_DB)
     st.add_argument("--json", action="store_true", help="print JSON instead of a table")
     st.set_defaults(handler=_stats)
@@ -300,6 +300,8 @@ def _export(args) -> int:
 
 
 def _stats(args) -> int:
+    from rlhf_gym.metrics import format_rate
+
     from .db import Database
     from .feedback import feedback_stats
 
@@ -312,7 +314,9 @@ def _stats(args) -> int:
     for s in stats:
         agree = ("–" if s["raw_agreement"] is None
                  else f"{100 * s['raw_agreement']:.1f}% raw, kappa {s['cohen_kappa']:.3f} on {s['n_double']} pairs")
-        print(f"{s['env_id']} {s['system_a']} vs {s['system_b']}: human win rate of A {100 * s['win_rate_a']:.1f}%"
-              f" [95% CI {100 * s['ci_low']:.1f}, {100 * s['ci_high']:.1f}] over {s['n_pairs']} pairs"
+        mean, interval = format_rate({"mean": s["win_rate_a"], "ci_low": s["ci_low"], "ci_high": s["ci_high"]}, 1,
+                                     percent=True).split(" ", 1)
+        print(f"{s['env_id']} {s['system_a']} vs {s['system_b']}: human win rate of A {mean}% (95% CI {interval})"
+              f" over {s['n_pairs']} pairs"
               f" ({s['n_labels']} labels: {s['labels']}); agreement: {agree}")
     return 0

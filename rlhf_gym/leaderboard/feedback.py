@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
 from collections import defaultdict
 from pathlib import Path
 from typing import Iterable
+
+from rlhf_gym.metrics import preference_interval
 
 from .db import Database, utcnow
 
@@ -183,19 +184,6 @@ def export_preferences(db: Database, out: str | Path) -> dict:
     return {"written": n, "skipped_ties": skipped}
 
 
-def bootstrap_ci(values: list[float], *, n_boot: int = 1000, seed: int = 12345, alpha: float = 0.05):
-    """Percentile bootstrap of the mean over items (seeded: the same labels always give the
-    same interval)."""
-    if not values:
-        return None, None
-    rng = random.Random(seed)
-    k = len(values)
-    means = sorted(sum(values[rng.randrange(k)] for _ in range(k)) / k for _ in range(n_boot))
-    lo = means[int((alpha / 2) * n_boot)]
-    hi = means[min(n_boot - 1, int((1 - alpha / 2) * n_boot))]
-    return lo, hi
-
-
 def cohen_kappa(pairs: Iterable[tuple[str, str]]) -> float | None:
     pairs = list(pairs)
     if not pairs:
@@ -214,7 +202,8 @@ def cohen_kappa(pairs: Iterable[tuple[str, str]]) -> float | None:
 
 def feedback_stats(db: Database) -> list[dict]:
     """Per (env, system pair): human win rate of A over B (items = pairs, several annotators
-    of one pair averaged, ties and both-bad 0.5) with a 95% bootstrap CI, and agreement
+    of one pair averaged, ties and both-bad 0.5) with a 95% Wilson interval (ties as half a win; never
+    [1, 1] at a rate of 1), and agreement
     between annotators on doubly-labelled pairs (raw agreement and Cohen's kappa over the
     four labels, pooling every two-annotator combination). Envs are kept apart because a
     system can win on one task and lose on another; pooling would hide that."""
@@ -224,7 +213,7 @@ def feedback_stats(db: Database) -> list[dict]:
     out = []
     for (env_id, sa, sb), pairs in sorted(by_systems.items()):
         item_scores = [sum(SCORE_A[l["label"]] for l in ls) / len(ls) for ls in pairs.values()]
-        lo, hi = bootstrap_ci(item_scores)
+        lo, hi = preference_interval(item_scores)
         agree_pairs = []
         for ls in pairs.values():
             for i in range(len(ls)):

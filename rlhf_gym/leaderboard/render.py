@@ -28,19 +28,26 @@ def fmt_pct(value: Any) -> str:
     return "–" if value is None else f"{100 * value:.1f}"
 
 
-def win_rate_cell(row: dict) -> str:
-    if row.get("win_rate") is None:
+def rate_pct(mean: Any, low: Any = None, high: Any = None) -> str:
+    """``mean [low, high]`` in percent with one decimal, the interval rounded outwards so the
+    printed mean never falls outside it (``rlhf_gym.metrics.format_rate``)."""
+    from rlhf_gym.metrics import format_rate
+
+    if mean is None:
         return "–"
-    lo, hi = (row.get("win_rate_ci") or [None, None])[:2]
-    ci = f" [{fmt_pct(lo)}, {fmt_pct(hi)}]" if lo is not None and hi is not None else ""
-    return f"{fmt_pct(row['win_rate'])}{ci}"
+    return format_rate({"mean": mean, "ci_low": low, "ci_high": high}, digits=1, percent=True)
+
+
+def win_rate_cell(row: dict, key: str = "win_rate") -> str:
+    lo, hi = (row.get(f"{key}_ci") or [None, None])[:2]
+    return rate_pct(row.get(key), lo, hi)
 
 
 def environment(static_prefix: str = "/static", link_prefix: str = "/submissions/", link_suffix: str = ""):
     jinja2 = require("jinja2")
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)),
                              autoescape=jinja2.select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
-    env.globals.update(fmt=fmt, fmt_pct=fmt_pct, win_rate_cell=win_rate_cell, static=static_prefix,
+    env.globals.update(fmt=fmt, fmt_pct=fmt_pct, win_rate_cell=win_rate_cell, rate_pct=rate_pct, static=static_prefix,
                        link=lambda sid: f"{link_prefix}{sid}{link_suffix}", score_vs_length_svg=score_vs_length_svg)
     return env
 
@@ -88,20 +95,23 @@ def score_vs_length_svg(rows: list[dict], *, width: int = 560, height: int = 300
 def markdown_board(board: dict) -> str:
     lines = ["# rlhf-gym leaderboard", "",
              "Metrics are recomputed from the submitted generations; ✓ = submitted numbers match.", "",
-             "## Overall (mean judge win rate vs reference)", "",
-             "| # | system | envs | win rate % | reward | mean words | date | verified |",
-             "|---|---|---|---|---|---|---|---|"]
+             "## Overall (mean length-controlled win rate vs each task's baseline agent)", "",
+             "| # | system | envs | LC win rate vs baseline % [95% CI] | win rate vs reference % | reward | mean words"
+             " | date | verified |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for i, r in enumerate(board["overall"], 1):
-        lines.append(f"| {i} | {_md(r['name'])} | {len(r['envs'])} | {fmt_pct(r['win_rate'])} | {fmt(r['reward'], 3)}"
+        lines.append(f"| {i} | {_md(r['name'])} | {len(r['envs'])} | {win_rate_cell(r, 'lc_vs_baseline')}"
+                     f" | {fmt_pct(r['win_rate'])} | {fmt(r['reward'], 3)}"
                      f" | {fmt(r['mean_words'], 1)} | {r['date']} | {'✓' if r['verified'] else '✗'} |")
     for env_id, rows in board["envs"].items():
         lines += ["", f"## {env_id} (ranked by {board['primary'][env_id]})", "",
-                  "| # | system | BLEU | chrF | ROUGE-L | reward | win rate % [95% CI] | mean words | date | verified |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  "| # | system | BLEU | chrF | ROUGE-L | reward | win rate vs reference % [95% CI]"
+                  " | LC win rate vs baseline % [95% CI] | mean words | date | verified |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for i, r in enumerate(rows, 1):
             lines.append(f"| {i} | {_md(r['name'])} | {fmt(r['bleu'])} | {fmt(r['chrf'])} | {fmt(r['rougeL'])}"
-                         f" | {fmt(r['reward'], 3)} | {win_rate_cell(r)} | {fmt(r['mean_words'], 1)} | {r['date']}"
-                         f" | {'✓' if r['verified'] else '✗'} |")
+                         f" | {fmt(r['reward'], 3)} | {win_rate_cell(r)} | {win_rate_cell(r, 'lc_vs_baseline')}"
+                         f" | {fmt(r['mean_words'], 1)} | {r['date']} | {'✓' if r['verified'] else '✗'} |")
     return "\n".join(lines) + "\n"
 
 

@@ -28,9 +28,10 @@ from .validate import (
 
 log = logging.getLogger("rlhf_gym.leaderboard")
 
-# Ranking metric per task (higher is better); overall ranking uses the judge win rate,
-# the only metric that is comparable across tasks.
-PRIMARY = {"translation": "bleu", "summarization": "rougeL", "dialogue": "win_rate"}
+# Ranking metric per task (higher is better). The overall ranking uses the length-controlled win
+# rate against the task's baseline agent (rlhf_gym.winrate), which asks the same question on every
+# task; the win rate against the reference does not (a reference-reading judge pins it near 0).
+PRIMARY = {"translation": "bleu", "summarization": "rougeL", "dialogue": "lc_vs_baseline"}
 
 
 @dataclass
@@ -315,12 +316,14 @@ def _mismatches(envs: list[dict]) -> dict:
 def table_row(sid: str, name: str, model: str, created: str, env_id: str, task: str,
               metrics: dict, verified: bool) -> dict:
     wr = metrics.get("win_rate_vs_reference") or {}
+    lc = metrics.get("lc_win_rate_vs_baseline") or {}
     length = metrics.get("length") or {}
     return {
         "id": sid, "name": name, "model": model, "date": created[:10], "env_id": env_id, "task": task,
         "bleu": metrics.get("bleu"), "chrf": metrics.get("chrf"), "rougeL": metrics.get("rougeL"),
         "reward": metrics.get("reward_mean"),
         "win_rate": wr.get("mean"), "win_rate_ci": [wr.get("ci_low"), wr.get("ci_high")], "n": wr.get("n"),
+        "lc_vs_baseline": lc.get("mean"), "lc_vs_baseline_ci": [lc.get("ci_low"), lc.get("ci_high")],
         "mean_words": length.get("mean_words"), "verified": verified,
     }
 
@@ -330,8 +333,12 @@ def _key(value: Any) -> float:
 
 
 def build_board(rows: list[dict]) -> dict:
-    """Per-env tables sorted by the task's primary metric, plus an overall table ranked by
-    mean judge win rate over the envs a submission covers."""
+    """Per-env tables sorted by the task's primary metric, plus an overall table ranked by the
+    number of envs covered, then the mean over them of the LC win rate against each task's
+    baseline agent (``rlhf_gym.winrate.combine_env_rates``: mean and 95% interval; a
+    submission whose results predate that metric has none and ranks last)."""
+    from rlhf_gym.winrate import combine_env_rates
+
     per_env: dict[str, list[dict]] = {}
     for r in rows:
         per_env.setdefault(r["env_id"], []).append(r)
@@ -341,8 +348,10 @@ def build_board(rows: list[dict]) -> dict:
     overall: dict[str, dict] = {}
     for r in rows:
         o = overall.setdefault(r["id"], {"id": r["id"], "name": r["name"], "model": r["model"], "date": r["date"],
-                                         "envs": [], "verified": True, "_wr": [], "_len": [], "_rw": []})
+                                         "envs": [], "verified": True, "_wr": [], "_len": [], "_rw": [], "_lc": []})
         o["envs"].append(r["env_id"])
+        o["_lc"].append({"mean": r["lc_vs_baseline"], "ci_low": r["lc_vs_baseline_ci"][0],
+                         "ci_high": r["lc_vs_baseline_ci"][1]} if r.get("lc_vs_baseline") is not None else None)
         o["verified"] = o["verified"] and r["verified"]
         if r["win_rate"] is not None:
             o["_wr"].append(r["win_rate"])
@@ -355,9 +364,12 @@ def build_board(rows: list[dict]) -> dict:
         o["win_rate"] = sum(o["_wr"]) / len(o["_wr"]) if o["_wr"] else None
         o["mean_words"] = sum(o["_len"]) / len(o["_len"]) if o["_len"] else None
         o["reward"] = sum(o["_rw"]) / len(o["_rw"]) if o["_rw"] else None
-        for k in ("_wr", "_len", "_rw"):
+        score = combine_env_rates(o["_lc"])
+        o["lc_vs_baseline"] = score["mean"] if score else None
+        o["lc_vs_baseline_ci"] = [score["ci_low"], score["ci_high"]] if score else [None, None]
+        for k in ("_wr", "_len", "_rw", "_lc"):
             del o[k]
         table.append(o)
-    table.sort(key=lambda o: (len(o["envs"]), _key(o["win_rate"])), reverse=True)
+    table.sort(key=lambda o: (len(o["envs"]), _key(o["lc_vs_baseline"])), reverse=True)
     return {"overall": table, "envs": dict(sorted(per_env.items())),
             "primary": {env: PRIMARY.get(items[0]["task"], "win_rate") for env, items in per_env.items()}}

@@ -18,7 +18,7 @@ from rlhf_gym.rewards.embedding import (
     FEATURE_LAYOUT, KINDS, RewardHead, SentenceEncoder, build_features, get_encoder, n_features, save_head,
     EmbeddingRewardModel,
 )
-from rlhf_gym.metrics import wilson_interval  # noqa: F401  (one Wilson interval; also imported from here)
+from rlhf_gym.metrics import format_rate, wilson_interval  # one Wilson interval (wilson_interval also imported from here)
 from rlhf_gym.rewards.preferences import TASKS, builtin_pairs, pair_bucket, read_preference_file
 
 
@@ -231,11 +231,12 @@ def _limit(pairs: list, n: int | None) -> list:
 
 
 def _format_eval(label: str, result: dict[str, Any]) -> str:
-    lo, hi = result["ci95"]
-    line = (f"{label}: pairwise accuracy {result['accuracy']:.4f} on n={result['n']} pairs "
-            f"(95% Wilson CI {lo:.3f}-{hi:.3f})")
+    def rate(r):  # accuracy [95% Wilson CI], rounded outwards so the accuracy is always inside
+        return format_rate({"mean": r["accuracy"], "ci_low": r["ci95"][0], "ci_high": r["ci95"][1]}, digits=4)
+
+    line = f"{label}: pairwise accuracy {rate(result)} (95% Wilson CI) on n={result['n']} pairs"
     for tag, r in result["by_negative"].items():
-        line += f"\n    {tag:18s} {r['accuracy']:.3f}  n={r['n']}  CI {r['ci95'][0]:.3f}-{r['ci95'][1]:.3f}"
+        line += f"\n    {tag:18s} {rate(r)}  n={r['n']}"
     return line
 
 

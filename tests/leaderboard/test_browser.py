@@ -110,7 +110,13 @@ def test_comparison_page_keyboard_labelling(browser, tmp_path, live_server):
         # The labels show up in the leaderboard page's human-feedback table.
         page.goto(srv.url + "/")
         row = page.locator("table#human tbody tr").all_inner_texts()
-        assert len(row) == 1 and "ppo\tlead\t100.0 [100.0, 100.0]\t3\t3" in row[0], row
+        # 3 of 3: a rate of 1 with Wilson's non-degenerate interval, not [100.0, 100.0]
+        from rlhf_gym.leaderboard.render import rate_pct
+        from rlhf_gym.metrics import wilson_interval
+
+        cell = rate_pct(1.0, *wilson_interval(3, 3))
+        assert cell.startswith("100.0 [43.") and cell.endswith(", 100.0]")
+        assert len(row) == 1 and f"ppo\tlead\t{cell}\t3\t3" in row[0], row
     [s] = feedback_stats(app.state.db)
     assert s["win_rate_a"] == 1.0 and s["n_labels"] == 3
     with app.state.db.tx() as tx:

@@ -1,5 +1,5 @@
 """Human pairwise feedback: queue, the labelling page (form posts as a browser sends them),
-export to preference JSONL, win rate with bootstrap CI and agreement."""
+export to preference JSONL, win rate with a Wilson interval and agreement."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from fastapi.testclient import TestClient  # noqa: E402
 from rlhf_gym.cli import main  # noqa: E402
 from rlhf_gym.leaderboard.app import COOKIE, create_app  # noqa: E402
 from rlhf_gym.leaderboard.feedback import (  # noqa: E402
-    bootstrap_ci,
     cohen_kappa,
     feedback_stats,
     left_system,
@@ -123,7 +122,9 @@ def test_labelling_flow_export_and_stats(queued, tmp_path, capsys):
         html = c.get("/").text
     section = html.split('id="human-feedback"')[1]
     assert "Human pairwise feedback" in html and "<td>ppo</td><td>lead</td>" in section
-    assert f"91.7 [{100 * s['ci_low']:.1f}, {100 * s['ci_high']:.1f}]" in section
+    from rlhf_gym.leaderboard.render import rate_pct
+
+    assert rate_pct(s["win_rate_a"], s["ci_low"], s["ci_high"]) in section and "91.7 [" in section
     assert "66.7" in section and f"{s['cohen_kappa']:.3f}" in section  # agreement % and kappa
     actions = [a["action"] for a in app.state.db.audit_rows()]
     assert actions.count("feedback.label") == 9 and "feedback.queue" in actions
@@ -156,19 +157,19 @@ def test_feedback_stats_split_by_env(tmp_path):
         assert add_label(db, p["id"], user, choice)
     stats = {s["env_id"]: s for s in feedback_stats(db)}
     assert stats[ENV]["win_rate_a"] == 1.0 and stats[env2]["win_rate_a"] == 0.0
+    # Rates of 1 and 0 keep a non-degenerate interval: Wilson's, as for every proportion.
+    from rlhf_gym.metrics import wilson_interval
+
+    assert (stats[ENV]["ci_low"], stats[ENV]["ci_high"]) == pytest.approx(wilson_interval(3, 3))
+    assert stats[ENV]["ci_low"] < 0.6 and stats[env2]["ci_low"] == 0.0 and stats[env2]["ci_high"] > 0.4
     assert stats[ENV]["n_labels"] == 3 and stats[ENV]["raw_agreement"] is None
 
 
-def test_kappa_and_bootstrap_known_values():
+def test_kappa_known_values():
     assert cohen_kappa([("a", "a"), ("b", "b")]) == 1.0
     # po = 0.5, pe = 0.5 -> kappa 0
     assert cohen_kappa([("a", "a"), ("a", "b"), ("b", "a"), ("b", "b")]) == pytest.approx(0.0)
     assert cohen_kappa([]) is None
-    lo, hi = bootstrap_ci([1.0] * 10)
-    assert lo == hi == 1.0
-    lo, hi = bootstrap_ci([0.0, 1.0] * 50)
-    assert 0.38 < lo < 0.5 < hi < 0.62
-    assert bootstrap_ci([0.0, 1.0] * 50) == (lo, hi)  # seeded
 
 
 def test_queue_reads_prompts_from_the_env_when_results_have_none(tmp_path, tiny_env, capsys):
