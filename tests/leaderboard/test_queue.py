@@ -121,7 +121,7 @@ def test_identical_generations_are_never_rescored(tmp_path, evaluation):
 
     def doc(name, predictions):
         block = evaluation.score_predictions(task.env_id, [{"id": k, "prediction": v} for k, v in predictions.items()])
-        return build_submission({"schema_version": 1, "agent": {"name": name}, "envs": {task.env_id: block}}, name=name)
+        return build_submission({"schema_version": evaluation.RESULTS_SCHEMA_VERSION, "agent": {"name": name}, "envs": {task.env_id: block}}, name=name)
 
     docs = [doc("first", preds), doc("same generations, other name", preds),
             doc("one generation changed", {**preds, "c0": "Zero is a number too."}), doc("after restart", preds)]
@@ -129,15 +129,16 @@ def test_identical_generations_are_never_rescored(tmp_path, evaluation):
     board = Leaderboard(db, Verifier())
     reward.texts = judge.texts = 0
     board.submit(docs[0], user=None)
-    # 5 responses scored by the reward, 5 responses + 5 references by the judge.
-    assert (reward.texts, judge.texts, len(DbScoreCache(db))) == (5, 10, 15)
+    # 5 responses scored by the reward; 5 responses + 5 references + 5 outputs of the scorer's lead
+    # baseline (rlhf_gym.winrate) by the judge.
+    assert (reward.texts, judge.texts, len(DbScoreCache(db))) == (5, 15, 20)
     assert board.submit(docs[1], user=None).status == "verified"
-    assert (reward.texts, judge.texts, len(DbScoreCache(db))) == (5, 10, 15)  # nothing rescored
+    assert (reward.texts, judge.texts, len(DbScoreCache(db))) == (5, 15, 20)  # nothing rescored
     assert board.submit(docs[2], user=None).status == "verified"
-    assert (reward.texts, judge.texts, len(DbScoreCache(db))) == (6, 11, 17)  # only the changed one
+    assert (reward.texts, judge.texts, len(DbScoreCache(db))) == (6, 16, 22)  # only the changed one
     # The cache survives a restart: new objects on the same database file rescore nothing.
     assert Leaderboard(Database(tmp_path / "cache.db"), Verifier()).submit(docs[3], user=None).status == "verified"
-    assert (reward.texts, judge.texts) == (6, 11)
+    assert (reward.texts, judge.texts) == (6, 16)
 
 
 def test_server_side_failure_is_reported_and_an_identical_resubmission_requeues(tmp_path, evaluation, wait_status):
@@ -159,7 +160,7 @@ def test_server_side_failure_is_reported_and_an_identical_resubmission_requeues(
                         judge=lambda: MetricReward("rougeL"))
     preds = [{"id": i, "prediction": f"{i} is a fine number."} for i, _, _ in rows]
     block = evaluation.score_predictions("rlhf_gym/LbUnavailable-v0", preds)
-    doc = build_submission({"schema_version": 1, "agent": {"name": "x"}, "envs": {block["env_id"]: block}}, name="x")
+    doc = build_submission({"schema_version": evaluation.RESULTS_SCHEMA_VERSION, "agent": {"name": "x"}, "envs": {block["env_id"]: block}}, name="x")
     # The server's copy of the task reads its reward from the (missing) configuration file.
     task = register_jsonl_task("LbUnavailable", data, kind="summarization", reward=reward_from_config,
                                judge=lambda: MetricReward("rougeL"))
