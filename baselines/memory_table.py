@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from rlhf_gym.memory.plan import DISTANCE_BUCKETS
+from rlhf_gym.metrics import format_rate
 
 ENV = "rlhf_gym/DialogueMemory-v0"
 
@@ -20,7 +21,7 @@ ENV = "rlhf_gym/DialogueMemory-v0"
 def cell(rate: dict) -> str:
     if not rate or not rate.get("n"):
         return "-"
-    return f"{rate['mean']:.2f} [{rate['ci_low']:.2f}, {rate['ci_high']:.2f}]"
+    return format_rate(rate, digits=2)  # interval rounded outwards: the mean is always inside it
 
 
 def load(paths: list[str]) -> list[tuple[str, dict]]:
@@ -48,7 +49,7 @@ def markdown(rows: list[tuple[str, dict]]) -> str:
             [spec, str(block["n"]), str(block["n_probes"]), cell(m["memory_accuracy"])]
             + [cell(m["memory_by_distance"][b]) for b in buckets]
             + [cell(m["memory_by_update"]["updated"]), cell(m["memory_by_update"]["not_updated"]),
-               f"{s['mean']:.2f} [{s['ci_low']:.2f}, {s['ci_high']:.2f}]", f"{m['length']['mean_words']:.1f}"]) + " |")
+               format_rate(s, digits=2), f"{m['length']['mean_words']:.1f}"]) + " |")
     return "\n".join(lines)
 
 

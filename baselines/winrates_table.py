@@ -65,8 +65,8 @@ def main() -> None:
         ref, pad = blocks.get((env, "reference")), blocks.get((env, "pad"))
         if ref is None or pad is None:
             continue
-        raw_r, raw_p = ref["metrics"]["win_rate_vs_baseline"]["mean"], pad["metrics"]["win_rate_vs_baseline"]["mean"]
-        lc_r, lc_p = ref["metrics"]["lc_win_rate_vs_baseline"]["mean"], pad["metrics"]["lc_win_rate_vs_baseline"]["mean"]
+        raw_r, raw_p = (b["metrics"]["win_rate_vs_baseline"]["mean"] for b in (ref, pad))
+        lc_r, lc_p = (b["metrics"]["lc_win_rate_vs_baseline"]["mean"] for b in (ref, pad))
         print(f"| {env} ({judge_name(ref)}) | {raw_r:.3f} -> {raw_p:.3f} | {raw_p - raw_r:+.3f} "
               f"| {lc_r:.3f} -> {lc_p:.3f} | {lc_p - lc_r:+.3f} |")
 

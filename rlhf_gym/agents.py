@@ -10,7 +10,8 @@ The whole protocol is one method::
 ``infos`` are the env's reset infos (``example_id``, ``references``, ``source``); honest agents
 ignore ``references``. ``rlhf-gym bench --agent SPEC`` builds an agent from a spec string:
 ``reference``, ``lead``, ``retrieval``, ``pad[:SPEC]`` (SPEC's output, the reference by default,
-padded with filler up to the env's length limit: a length-hacking probe), ``smollm2`` (the built-in SmolLM2-135M-Instruct policy),
+padded with filler up to the env's length limit: a length-hacking probe), ``smollm2`` (the
+built-in SmolLM2-135M-Instruct policy),
 ``hf:PATH_OR_HUB_ID``, a registered prefix such as ``ppo:OUT_DIR`` or ``bon:smollm2,n=4``, or
 ``package.module:ClassName`` / ``path/to/file.py:ClassName`` for your own. Model agents take
 options after commas: ``smollm2,temperature=0.7,seed=1``, ``hf:PATH,temperature=0.7``.

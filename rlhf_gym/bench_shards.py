@@ -380,7 +380,8 @@ def run_seeded_bench(agent_spec: str, env_ids: Sequence[str], *, seeds: Sequence
     env_ids = [bench_task(e).env_id for e in env_ids]  # fail on a bad id before any work
     vs_spec = kwargs.get("vs_spec")
     results = new_results({"spec": agent_spec, "name": agent_spec}, {"spec": vs_spec} if vs_spec else None)
-    results["settings"] = {"split": kwargs["split"], "limit": kwargs["limit"], "reward": kwargs.get("reward") or "builtin",
+    results["settings"] = {"split": kwargs["split"], "limit": kwargs["limit"],
+                           "reward": kwargs.get("reward") or "builtin",
                            "safety_coef": kwargs.get("safety_coef", 0.0), "seeds": seeds}
     kept: dict[str, dict] = {}
     if resume and out and Path(out).exists():

@@ -471,7 +471,8 @@ def resumable_envs(out: str | Path, results: dict[str, Any]) -> dict[str, Any]:
     have = {"agent": (previous.get("agent") or {}).get("spec"), "vs": (previous.get("vs_agent") or {}).get("spec")}
     differences = [f"{key} {have[key]!r} (this run: {want[key]!r})" for key in want if have[key] != want[key]]
     if previous.get("schema_version") != results["schema_version"]:
-        differences.append(f"results schema {previous.get('schema_version')!r} (this run: {results['schema_version']!r})")
+        differences.append(f"results schema {previous.get('schema_version')!r} "
+                           f"(this run: {results['schema_version']!r})")
     for env_id, block in previous_envs.items():
         block_settings = {"split": block.get("split"), "limit": block.get("limit"),
                           "reward": block.get("reward_spec") or "builtin",
@@ -516,8 +517,8 @@ def results_table(results: dict[str, Any]):
     vs = results.get("vs_agent")
     table = Table(title=f"rlhf-gym bench: {results['agent']['spec']}" + (f" vs {vs['spec']}" if vs else ""),
                   caption="BLEU/chrF: sacrebleu; R-*: rouge-score F x100; win: raw win rate (Wilson 95% CI); "
-                          "LC: length-controlled win rate (95% CI; ! = far from raw, length model suspect); lead: the task's "
-                          "baseline agent; held-out judge")
+                          "LC: length-controlled win rate (95% CI; ! = far from raw, length model suspect); "
+                          "lead: the task's baseline agent; held-out judge")
     columns = ["env", "n", "BLEU", "chrF", "R-1", "R-2", "R-L", "R-Lsum", "reward", "win vs ref", "LC vs ref"]
     columns += ["win vs " + vs["spec"].split(":")[0], "LC vs " + vs["spec"].split(":")[0]] if vs else []
     columns += [f"win vs {winrate.BASELINE_AGENT}", f"LC vs {winrate.BASELINE_AGENT}", "words"]
@@ -530,7 +531,8 @@ def results_table(results: dict[str, Any]):
         row = [env_id.split("/", 1)[-1], str(block["n"]), f"{m['bleu']:.2f}", f"{m['chrf']:.2f}", f"{m['rouge1']:.2f}",
                f"{m['rouge2']:.2f}", f"{m['rougeL']:.2f}", f"{m['rougeLsum']:.2f}", f"{m['reward_mean']:.3f}",
                metrics.format_rate(m["win_rate_vs_reference"]), winrate.format_lc(m.get("lc_win_rate_vs_reference"))]
-        row += [metrics.format_rate(m["win_rate_vs_agent"]), winrate.format_lc(m.get("lc_win_rate_vs_agent"))] if vs else []
+        if vs:
+            row += [metrics.format_rate(m["win_rate_vs_agent"]), winrate.format_lc(m.get("lc_win_rate_vs_agent"))]
         row += [metrics.format_rate(m.get("win_rate_vs_baseline")), winrate.format_lc(m.get("lc_win_rate_vs_baseline")),
                 f"{m['length']['mean_words']:.1f}"]
         table.add_row(*row)

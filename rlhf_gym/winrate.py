@@ -411,9 +411,9 @@ def aggregate_seed_blocks(blocks: Sequence[dict[str, Any]], seeds: Sequence[int]
         if any(_field(g, sb) is None for b in blocks for g in b["generations"]):
             aggregate[f"win_rate_vs_{name}"] = aggregate[f"lc_win_rate_vs_{name}"] = None
             continue
-        prefs = np.array([metrics.preferences([g[sa] for g in b["generations"]], [_field(g, sb) for g in b["generations"]])
-                          for b in blocks])
-        delta = np.array([[len(g[ta]) - len(_field(g, tb)) for g in b["generations"]] for b in blocks], dtype=np.float64)
+        gens = [b["generations"] for b in blocks]
+        prefs = np.array([metrics.preferences([g[sa] for g in gs], [_field(g, sb) for g in gs]) for gs in gens])
+        delta = np.array([[len(g[ta]) - len(_field(g, tb)) for g in gs] for gs in gens], dtype=np.float64)
         aggregate[f"win_rate_vs_{name}"] = aggregate_rate(prefs)
         aggregate[f"lc_win_rate_vs_{name}"] = aggregate_lc(prefs, delta)
     aggregate["reward_mean"] = aggregate_mean(np.array([[g["reward"] for g in b["generations"]] for b in blocks]))

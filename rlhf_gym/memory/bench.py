@@ -142,7 +142,7 @@ def memory_block(agent_spec: str, env_id: str, *, split: str = "test", limit: in
 def _fmt(rate: dict[str, Any]) -> str:
     if not rate or not rate.get("n"):
         return "-"
-    return f"{rate['mean']:.3f} [{rate['ci_low']:.2f}, {rate['ci_high']:.2f}] n={rate['n']}"
+    return f"{metrics.format_rate(rate)} n={rate['n']}"  # interval rounded outwards: the mean is inside it
 
 
 def memory_table(results: dict[str, Any]):
@@ -163,5 +163,5 @@ def memory_table(results: dict[str, Any]):
         table.add_row(env_id.split("/", 1)[-1], str(block["n"]), _fmt(m["memory_accuracy"]),
                       *[_fmt(m["memory_by_distance"][label]) for label, _, _ in DISTANCE_BUCKETS],
                       _fmt(m["memory_by_update"]["updated"]), _fmt(m["memory_by_update"]["not_updated"]),
-                      f"{s['mean']:.3f} [{s['ci_low']:.2f}, {s['ci_high']:.2f}]", f"{m['length']['mean_words']:.1f}")
+                      metrics.format_rate(s), f"{m['length']['mean_words']:.1f}")
     return table

@@ -416,7 +416,7 @@ def audit_table(report: dict[str, Any]):
     for column in ("subset", "n", "accuracy [95% CI]", "ties", "mean chosen", "mean rejected"):
         table.add_column(column, justify="left" if column == "subset" else "right", no_wrap=True)
     for name, block in report["subsets"].items():
-        acc = "-" if not block["n"] else f"{block['accuracy']:.3f} [{block['ci_low']:.2f}, {block['ci_high']:.2f}]"
+        acc = "-" if not block["n"] else metrics.format_rate({**block, "mean": block["accuracy"]})
         table.add_row(name, str(block["n"]), acc, str(block["ties"]), f"{block['mean_chosen']:.3f}",
                       f"{block['mean_rejected']:.3f}")
     bias = report.get("bias")

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from rlhf_gym.metrics import format_rate, wilson_interval  # one Wilson interval (re-exported: tests import it here)
 from rlhf_gym.rewards.embedding import (
     FEATURE_LAYOUT, KINDS, RewardHead, SentenceEncoder, build_features, get_encoder, n_features, save_head,
     EmbeddingRewardModel,

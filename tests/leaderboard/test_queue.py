@@ -121,7 +121,8 @@ def test_identical_generations_are_never_rescored(tmp_path, evaluation):
 
     def doc(name, predictions):
         block = evaluation.score_predictions(task.env_id, [{"id": k, "prediction": v} for k, v in predictions.items()])
-        return build_submission({"schema_version": evaluation.RESULTS_SCHEMA_VERSION, "agent": {"name": name}, "envs": {task.env_id: block}}, name=name)
+        return build_submission({"schema_version": evaluation.RESULTS_SCHEMA_VERSION, "agent": {"name": name},
+                                 "envs": {task.env_id: block}}, name=name)
 
     docs = [doc("first", preds), doc("same generations, other name", preds),
             doc("one generation changed", {**preds, "c0": "Zero is a number too."}), doc("after restart", preds)]
@@ -160,7 +161,8 @@ def test_server_side_failure_is_reported_and_an_identical_resubmission_requeues(
                         judge=lambda: MetricReward("rougeL"))
     preds = [{"id": i, "prediction": f"{i} is a fine number."} for i, _, _ in rows]
     block = evaluation.score_predictions("rlhf_gym/LbUnavailable-v0", preds)
-    doc = build_submission({"schema_version": evaluation.RESULTS_SCHEMA_VERSION, "agent": {"name": "x"}, "envs": {block["env_id"]: block}}, name="x")
+    doc = build_submission({"schema_version": evaluation.RESULTS_SCHEMA_VERSION, "agent": {"name": "x"},
+                            "envs": {block["env_id"]: block}}, name="x")
     # The server's copy of the task reads its reward from the (missing) configuration file.
     task = register_jsonl_task("LbUnavailable", data, kind="summarization", reward=reward_from_config,
                                judge=lambda: MetricReward("rougeL"))

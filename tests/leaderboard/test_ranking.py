@@ -28,16 +28,18 @@ def _rows(sid: str, per_env: dict[str, tuple[float, float | None]]) -> list[dict
 
 
 def test_overall_ranks_by_lc_win_rate_vs_baseline_not_by_win_rate_vs_reference():
-    rows = (_rows("copies-refs-on-dialogue", {"rlhf_gym/Dialogue-v1": (0.9, 0.3), "rlhf_gym/Translation-v1": (0.0, 0.4)})
-            + _rows("better-everywhere", {"rlhf_gym/Dialogue-v1": (0.1, 0.7), "rlhf_gym/Translation-v1": (0.0, 0.8)})
-            + _rows("old-results", {"rlhf_gym/Dialogue-v1": (0.95, None), "rlhf_gym/Translation-v1": (0.9, None)})
-            + _rows("one-env", {"rlhf_gym/Dialogue-v1": (0.5, 0.99)}))
+    dialogue, translation = "rlhf_gym/Dialogue-v1", "rlhf_gym/Translation-v1"
+    rows = (_rows("copies-refs-on-dialogue", {dialogue: (0.9, 0.3), translation: (0.0, 0.4)})
+            + _rows("better-everywhere", {dialogue: (0.1, 0.7), translation: (0.0, 0.8)})
+            + _rows("old-results", {dialogue: (0.95, None), translation: (0.9, None)})
+            + _rows("one-env", {dialogue: (0.5, 0.99)}))
     board = build_board(rows)
     order = [o["id"] for o in board["overall"]]
     # more envs first; then LC vs baseline; results without it (older scorer) rank last
     assert order == ["better-everywhere", "copies-refs-on-dialogue", "old-results", "one-env"]
     best = board["overall"][0]
-    expected = combine_env_rates([{"mean": 0.7, "ci_low": 0.6, "ci_high": 0.8}, {"mean": 0.8, "ci_low": 0.7, "ci_high": 0.9}])
+    expected = combine_env_rates([{"mean": 0.7, "ci_low": 0.6, "ci_high": 0.8},
+                                  {"mean": 0.8, "ci_low": 0.7, "ci_high": 0.9}])
     assert best["lc_vs_baseline"] == pytest.approx(0.75) == pytest.approx(expected["mean"])
     assert best["lc_vs_baseline_ci"] == pytest.approx([expected["ci_low"], expected["ci_high"]])
     assert board["overall"][2]["lc_vs_baseline"] is None
