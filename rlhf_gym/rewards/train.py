@@ -19,7 +19,6 @@ from rlhf_gym.rewards.embedding import (
     FEATURE_LAYOUT, KINDS, RewardHead, SentenceEncoder, build_features, get_encoder, n_features, save_head,
     EmbeddingRewardModel,
 )
-from rlhf_gym.metrics import format_rate, wilson_interval  # one Wilson interval (wilson_interval also imported from here)
 from rlhf_gym.rewards.preferences import TASKS, builtin_pairs, pair_bucket, read_preference_file
 
 
