@@ -1,11 +1,29 @@
-"""Throughput of one PPO/RLOO iteration: rlhf-gym's native trainer vs TRL's GRPO/RLOO trainers,
-on the same tiny GPT-2, the same prompts and the same rule-based reward, in the same process.
+"""Throughput of one RL iteration, rlhf-gym's native PPO/RLOO against TRL's GRPO/RLOO trainers, on the
+same policy, the same prompts and the same reward, interleaved in one process; plus the policy's
+decoding speed against the memory-bandwidth bound.
 
-    python benchmarks/bench_ppo_throughput.py --iterations 3 --batch-size 16 --max-new-tokens 32
+    python benchmarks/bench_ppo_throughput.py --policy smollm2 --env rlhf_gym/Dialogue-v1 --lora-r 8 \\
+        --batch-size 8 --k 4 --max-new-tokens 32 --iterations 2 --json benchmarks/ppo_vs_trl_smollm2.json
 
-TRL is a benchmark-only dependency (``pip install trl``); without it only the native numbers are
-printed. Reported: responses (samples) per second and generated tokens per second, over whole
-iterations (generation + scoring + forward passes + updates), excluding the first (warm-up).
+Same work on both sides:
+- prompts: the env's train prompts, formatted for the policy exactly as the native trainer formats
+  them (``rlhf_gym.integrations.trl.prompt_records``: the chat template for SmolLM2);
+- reward: the env's own reward (its ``step``), through ``make_reward_func`` for TRL;
+- one optimiser step per iteration (native ``ppo_epochs=1`` with one mini-batch; TRL's default),
+  ``batch-size`` completions per iteration (``k`` per prompt for RLOO/GRPO), the same sampling
+  temperature, KL coefficient and LoRA rank (``--lora-r 0``: full-parameter on both sides).
+Reported per trainer: completions (samples) per second, generated tokens per second and seconds per
+iteration over whole iterations (generation + reward + forward passes + update), excluding the
+first one (warm-up). With ``--rounds`` > 1 the trainers run in interleaved rounds and the best round
+of each is kept (on a shared machine the load changes from minute to minute).
+
+Decoding vs the bandwidth bound: every decoding step of a batch reads all the weights once, so
+``tokens/s <= batch * bandwidth / weight_bytes``. The bandwidth is measured here (a large tensor
+copy: bytes read + written per second), the weight bytes counted from the model; the decode rate is
+one ``generate`` of exactly ``max-new-tokens`` steps (``min_new_tokens`` = ``max_new_tokens``).
+
+TRL is a benchmark-only dependency (``pip install 'rlhf-gym[trl]'``); without it only the native
+numbers are printed.
 """
 
 from __future__ import annotations
@@ -13,95 +31,83 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def non_ascii_fraction(prompt, response):
-    return sum(ord(c) > 127 for c in response) / max(1, len(response))
-
-
-def make_setup(tmp: Path, n_layer: int, n_embd: int, max_new_tokens: int):
-    import torch
-
-    from rlhf_gym.data import Example
-    from rlhf_gym.policy import PolicyMeta, build_tiny_policy, save_policy
-    from rlhf_gym.tokenizer import load_tokenizer
-
-    tok = load_tokenizer()
-    model = build_tiny_policy(tok, n_layer=n_layer, n_embd=n_embd, n_head=4, n_positions=256, seed=0)
-    meta = PolicyMeta(env_id="rlhf_gym/Translation-v0", kind="translation", arch="causal", max_prompt_len=64,
-                      max_new_tokens=max_new_tokens)
-    path = save_policy(model, tok, meta, tmp / "policy")
-    examples = [Example(id=str(i), prompt=f"Write item number {i} of the list:", references=("x",))
-                for i in range(256)]
-    torch.manual_seed(0)
-    return path, examples
-
-
-def bench_native(policy, examples, args, algo: str) -> dict:
+def bench_native(args, algo: str) -> dict:
     from rlhf_gym.ppo.config import make_config
     from rlhf_gym.ppo.trainer import train
-    from rlhf_gym.rewards.base import CallableReward
 
     with tempfile.TemporaryDirectory() as out:
-        cfg = make_config("cpu-tiny", algo=algo, policy=str(policy), out=out, iterations=args.iterations + 1,
-                          batch_size=args.batch_size, mini_batch_size=args.batch_size, ppo_epochs=1,  # one optimiser step, as TRL
-                          max_new_tokens=args.max_new_tokens, rloo_k=args.k, progress=False, plot=False,
-                          save_every=10**6, missing_eos_penalty=0.0, threads=args.threads)
-        history = train(cfg, reward_model=CallableReward(non_ascii_fraction), examples=examples)
+        cfg = make_config("cpu-smollm2", algo=algo, env_id=args.env, policy=args.policy, out=out,
+                          iterations=args.iterations + 1, batch_size=args.batch_size,
+                          mini_batch_size=args.batch_size, ppo_epochs=1, max_new_tokens=args.max_new_tokens,
+                          temperature=args.temperature, kl_coef=args.beta, lr=args.lr, rloo_k=args.k,
+                          lora_r=args.lora_r, lora_alpha=2 * args.lora_r, progress=False, plot=False,
+                          save_every=10**6, snapshot_every=0, device="cpu", seed=args.seed)
+        history = train(cfg)
     timed = history[1:]  # the first iteration pays one-off costs
     secs = sum(h["time_iteration"] for h in timed)
-    toks = sum(h["tokens_per_second"] * h["time_iteration"] for h in timed)
+    tokens = sum(args.batch_size * h["response_length"] for h in timed)
     return {"trainer": f"rlhf-gym {algo}", "samples_per_second": args.batch_size * len(timed) / secs,
-            "tokens_per_second": toks / secs, "seconds_per_iteration": secs / len(timed)}
+            "tokens_per_second": tokens / secs, "seconds_per_iteration": secs / len(timed),
+            "mean_response_tokens": tokens / (args.batch_size * len(timed)),
+            "iterations_timed": len(timed)}
 
 
-def bench_trl(policy, examples, args, which: str) -> dict | None:
+def bench_trl(args, which: str) -> dict | None:
     try:
         import trl
         from datasets import Dataset
+        from transformers import TrainerCallback
     except ImportError:
-        print("trl not installed: skipping the TRL comparison (pip install trl)", file=sys.stderr)
+        print("trl not installed: skipping the TRL comparison (pip install 'rlhf-gym[trl]')", file=sys.stderr)
         return None
-    from transformers import AutoModelForCausalLM
+    import torch
 
-    from rlhf_gym.tokenizer import load_tokenizer
+    from rlhf_gym.integrations.trl import make_reward_func, prompt_records
+    from rlhf_gym.policy import resolve_policy
 
-    tok = load_tokenizer(str(policy))
-    model = AutoModelForCausalLM.from_pretrained(str(policy))
-    prompts = [e.prompt + "\n" for e in examples]
-    dataset = Dataset.from_dict({"prompt": prompts})
+    torch.manual_seed(args.seed)
+    model, tok, meta = resolve_policy(args.policy, args.env)
+    # Plain-text prompts already in the policy's chat format: TRL tokenises the very token sequence
+    # the native trainer rolls out from (no second chat-template pass).
+    records = prompt_records(args.env, "train", limit=256, policy=args.policy, conversational=False)
+    dataset = Dataset.from_list(records)
+    reward = make_reward_func(args.env)
+    peft_config = None
+    if args.lora_r:
+        from peft import LoraConfig
 
-    def reward(prompts, completions, **kwargs):
-        return [non_ascii_fraction(p, c) for p, c in zip(prompts, completions)]
+        peft_config = LoraConfig(r=args.lora_r, lora_alpha=2 * args.lora_r, lora_dropout=0.0,
+                                 target_modules="all-linear", task_type="CAUSAL_LM")
+    step_times: list[float] = []
 
-    n_steps = args.iterations + 1
+    class Timer(TrainerCallback):
+        def on_step_begin(self, *a, **k):
+            self.t = time.perf_counter()
+
+        def on_step_end(self, *a, **k):
+            step_times.append(time.perf_counter() - self.t)
+
     with tempfile.TemporaryDirectory() as out:
         common = dict(output_dir=out, per_device_train_batch_size=args.batch_size, gradient_accumulation_steps=1,
-                      max_steps=n_steps, logging_steps=1, report_to="none", use_cpu=True, save_strategy="no",
-                      num_generations=args.k, max_completion_length=args.max_new_tokens, temperature=1.0,
-                      learning_rate=1e-4, seed=0, dataloader_num_workers=0)
-        if which == "grpo":
-            conf, cls = trl.GRPOConfig(**common, beta=0.05), trl.GRPOTrainer
-        else:
-            conf, cls = trl.RLOOConfig(**common, beta=0.05), trl.RLOOTrainer
-        trainer = cls(model=model, reward_funcs=[reward], args=conf, train_dataset=dataset, processing_class=tok)
-        step_times: list[float] = []
-        from transformers import TrainerCallback
-
-        class Timer(TrainerCallback):
-            def on_step_begin(self, *a, **k):
-                self.t = time.perf_counter()
-
-            def on_step_end(self, *a, **k):
-                step_times.append(time.perf_counter() - self.t)
-
-        trainer.add_callback(Timer())
+                      max_steps=args.iterations + 1, logging_steps=1, report_to=[], use_cpu=True, bf16=False,
+                      save_strategy="no", num_generations=args.k, max_completion_length=args.max_new_tokens,
+                      temperature=args.temperature, learning_rate=args.lr, beta=args.beta, seed=args.seed,
+                      dataloader_num_workers=0, disable_tqdm=True)
+        conf_cls, trainer_cls = ((trl.GRPOConfig, trl.GRPOTrainer) if which == "grpo"
+                                 else (trl.RLOOConfig, trl.RLOOTrainer))
+        trainer = trainer_cls(model=model, reward_funcs=[reward], args=conf_cls(**common), train_dataset=dataset,
+                              processing_class=tok, peft_config=peft_config, callbacks=[Timer()])
         trainer.train()
         lengths = [h["completions/mean_length"] for h in trainer.state.log_history if "completions/mean_length" in h]
     timed = step_times[1:]
@@ -110,47 +116,122 @@ def bench_trl(policy, examples, args, which: str) -> dict | None:
     samples = args.batch_size * len(timed)
     mean_len = sum(lengths[1:]) / max(1, len(lengths[1:])) if lengths else float("nan")
     return {"trainer": f"trl {which} {trl.__version__}", "samples_per_second": samples / secs,
-            "tokens_per_second": samples * mean_len / secs, "seconds_per_iteration": secs / len(timed)}
+            "tokens_per_second": samples * mean_len / secs, "seconds_per_iteration": secs / len(timed),
+            "mean_response_tokens": mean_len, "iterations_timed": len(timed)}
+
+
+def memory_bandwidth_gbs(n_bytes: int = 1 << 30, repeats: int = 5) -> float:
+    """Bytes read + written per second by a large tensor copy (the best of ``repeats``), in GB/s."""
+    import torch
+
+    src = torch.ones(n_bytes // 4, dtype=torch.float32)
+    dst = torch.empty_like(src)
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        dst.copy_(src)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n_bytes / best / 1e9
+
+
+def decode_vs_bound(args) -> dict:
+    import torch
+
+    from rlhf_gym.integrations.trl import prompt_records
+    from rlhf_gym.policy import explicit_generation_config, generate_with_config, resolve_policy
+
+    model, tok, meta = resolve_policy(args.policy, args.env)
+    model.eval()
+    prompts = [r["prompt"] for r in prompt_records(args.env, "train", limit=args.batch_size, policy=args.policy,
+                                                   conversational=False)]
+    tok.padding_side = "left"
+    enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    steps = args.max_new_tokens
+    gen = explicit_generation_config(max_new_tokens=steps, do_sample=True, temperature=args.temperature,
+                                     pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    gen.min_new_tokens = steps  # exactly `steps` decoding steps for every row
+    with torch.inference_mode():
+        generate_with_config(model, gen, **enc)  # warm-up
+        t = time.perf_counter()
+        out = generate_with_config(model, gen, **enc)
+        secs = time.perf_counter() - t
+    new_tokens = (out.shape[1] - enc["input_ids"].shape[1]) * out.shape[0]
+    seen, weight_bytes = set(), 0
+    for p in model.parameters():  # tied embeddings counted once
+        if p.data_ptr() not in seen:
+            seen.add(p.data_ptr())
+            weight_bytes += p.numel() * p.element_size()
+    bandwidth = memory_bandwidth_gbs()
+    bound = args.batch_size * bandwidth * 1e9 / weight_bytes
+    return {"batch": args.batch_size, "decode_steps": steps, "prompt_tokens_padded": int(enc["input_ids"].shape[1]),
+            "seconds": secs, "tokens_per_second": new_tokens / secs,
+            "weight_bytes": weight_bytes, "dtype": str(next(model.parameters()).dtype),
+            "memory_bandwidth_gb_per_s": bandwidth, "bound_tokens_per_second": bound,
+            "fraction_of_bound": new_tokens / secs / bound,
+            "note": "bound = batch x bandwidth / weight bytes: each decoding step reads every weight once "
+                    "(KV-cache reads and prefill ignored, so the true bound is lower)"}
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--iterations", type=int, default=3, help="timed iterations (after one warm-up)")
-    parser.add_argument("--batch-size", type=int, default=16, help="responses per iteration")
-    parser.add_argument("--k", type=int, default=4, help="samples per prompt (RLOO/GRPO)")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--policy", default=str(ROOT / "baselines/sft/dialogue"),
+                        help="smollm2, hf:PATH or a policy dir (default: the committed tiny dialogue SFT policy)")
+    parser.add_argument("--env", default="rlhf_gym/Dialogue-v1", help="prompts (train split) and reward")
+    parser.add_argument("--iterations", type=int, default=2, help="timed iterations (after one warm-up)")
+    parser.add_argument("--batch-size", type=int, default=8, help="completions per iteration")
+    parser.add_argument("--k", type=int, default=4, help="completions per prompt (RLOO/GRPO)")
     parser.add_argument("--max-new-tokens", type=int, default=32)
-    parser.add_argument("--n-layer", type=int, default=2)
-    parser.add_argument("--n-embd", type=int, default=128)
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--trl", nargs="*", default=["rloo", "grpo"], help="TRL trainers to compare (none: skip)")
-    parser.add_argument("--rounds", type=int, default=2, help="interleaved repetitions; the best is reported")
+    parser.add_argument("--lora-r", type=int, default=8, help="LoRA rank on both sides (0: full-parameter)")
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--beta", type=float, default=0.05, help="KL coefficient on both sides")
+    parser.add_argument("--temperature", type=float, default=0.7)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--native", nargs="*", default=["ppo", "rloo"], help="native algorithms to time")
+    parser.add_argument("--trl", nargs="*", default=["grpo", "rloo"], help="TRL trainers to compare (none: skip)")
+    parser.add_argument("--rounds", type=int, default=1, help="interleaved repetitions; the best is reported")
+    parser.add_argument("--no-decode", action="store_true", help="skip the decoding-vs-bandwidth measurement")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
-    if args.threads:
-        import torch
+    if args.batch_size % args.k:
+        parser.error(f"--batch-size {args.batch_size} must be a multiple of --k {args.k}")
+    import torch
 
+    if args.threads:
         torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    load_before = os.getloadavg()
     runs: dict[str, list[dict]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        policy, examples = make_setup(Path(tmp), args.n_layer, args.n_embd, args.max_new_tokens)
-        # Interleaved rounds, best round kept: on a shared machine the load changes from minute
-        # to minute, and running each trainer back to back would bias whichever ran in a quiet spell.
-        for _ in range(args.rounds):
-            jobs = [lambda a=a: bench_native(policy, examples, args, a) for a in ("ppo", "rloo")]
-            jobs += [lambda w=w: bench_trl(policy, examples, args, w) for w in args.trl]
-            for job in jobs:
-                row = job()
-                if row:
-                    runs.setdefault(row["trainer"], []).append(row)
-                    print(json.dumps(row), flush=True)
+    for _ in range(args.rounds):
+        jobs = [lambda a=a: bench_native(args, a) for a in args.native]
+        jobs += [lambda w=w: bench_trl(args, w) for w in args.trl]
+        for job in jobs:
+            row = job()
+            if row:
+                runs.setdefault(row["trainer"], []).append(row)
+                print(json.dumps(row), flush=True)
     rows = [max(r, key=lambda x: x["samples_per_second"]) for r in runs.values()]
-    print(f"\nbest of {args.rounds} interleaved round(s)")
+    decode = None if args.no_decode else decode_vs_bound(args)
+    print(f"\nbest of {args.rounds} interleaved round(s); policy {args.policy}, LoRA r={args.lora_r}")
     print(f"\n{'trainer':28s} {'samples/s':>10s} {'tokens/s':>10s} {'s/iter':>8s}")
     for r in rows:
-        print(f"{r['trainer']:28s} {r['samples_per_second']:10.2f} {r['tokens_per_second']:10.1f} "
-              f"{r['seconds_per_iteration']:8.2f}")
+        print(f"{r['trainer']:28s} {r['samples_per_second']:10.3f} {r['tokens_per_second']:10.1f} "
+              f"{r['seconds_per_iteration']:8.1f}")
+    if decode:
+        print(f"\ndecoding: {decode['tokens_per_second']:.1f} tokens/s at batch {decode['batch']} = "
+              f"{decode['fraction_of_bound']:.1%} of the bandwidth bound {decode['bound_tokens_per_second']:.0f} "
+              f"({decode['memory_bandwidth_gb_per_s']:.1f} GB/s, {decode['weight_bytes'] / 1e6:.0f} MB of weights)")
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+        from rlhf_gym.evaluation import write_json_atomic
+
+        write_json_atomic(args.json, {
+            "command": "python benchmarks/bench_ppo_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "settings": vars(args), "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                                                "torch_threads": torch.get_num_threads(),
+                                                "load_average_before": load_before,
+                                                "load_average_after": os.getloadavg()},
+            "wall_s": time.perf_counter() - started, "trainers": rows, "decode": decode})
     return 0
 
 
