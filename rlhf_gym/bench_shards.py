@@ -40,6 +40,7 @@ class EnvJob:
     safety_coef: float
     batch_size: int
     seed: int | None = None  # bench --seeds: the sampling agent's seed for this run
+    safety: str | None = None  # the safety check (rlhf_gym.rewards.safety; None: the classifier)
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ def _context(job: EnvJob) -> _Context:
     from rlhf_gym.tasks import get_task
 
     task = get_task(job.env_id)
-    scorer = EnvScorer(task, job.split, reward=job.reward, safety_coef=job.safety_coef)
+    scorer = EnvScorer(task, job.split, reward=job.reward, safety_coef=job.safety_coef, safety=job.safety)
     agent = make_agent(job.agent_spec, task)
     if job.seed is not None and winrate.is_sampling(agent):
         winrate.set_agent_seed(agent, job.seed)
@@ -277,7 +278,7 @@ def run_sharded_bench(agent_spec: str, env_ids: Sequence[str], *, vs_spec: str |
                       limit: int | None, batch_size: int, out: str | Path | None, resume: bool,
                       show_progress: bool, reward: str | None, safety_coef: float, executor: str,
                       address: str | None, num_cpus: int | None, shard_size: int,
-                      max_retries: int | None, seed: int | None = None) -> dict[str, Any]:
+                      max_retries: int | None, seed: int | None = None, safety: str | None = None) -> dict[str, Any]:
     """What :func:`rlhf_gym.evaluation.run_bench` does (see there); ``seed`` sets a sampling
     agent's seed."""
     from rlhf_gym.evaluation import (
@@ -301,7 +302,8 @@ def run_sharded_bench(agent_spec: str, env_ids: Sequence[str], *, vs_spec: str |
     check_limit(limit)
     tasks = [bench_task(e) for e in env_ids]  # fail on a bad id before any work
     results = new_results({"spec": agent_spec, "name": agent_spec}, {"spec": vs_spec} if vs_spec else None)
-    results["settings"] = {"split": split, "limit": limit, "reward": reward or "builtin", "safety_coef": safety_coef}
+    results["settings"] = {"split": split, "limit": limit, "reward": reward or "builtin", "safety_coef": safety_coef,
+                           "safety": safety or "classifier"}
     if resume and out and Path(out).exists():
         results["envs"] = resumable_envs(out, results)  # other settings: an error, never a silent drop
     store = ShardStore(out, {"limit": limit, "shard_size": shard_size}, resume)
@@ -310,7 +312,7 @@ def run_sharded_bench(agent_spec: str, env_ids: Sequence[str], *, vs_spec: str |
     for task in tasks:
         if task.env_id in results["envs"]:
             continue
-        job = EnvJob(task.env_id, agent_spec, vs_spec, split, reward, float(safety_coef), int(batch_size), seed)
+        job = EnvJob(task.env_id, agent_spec, vs_spec, split, reward, float(safety_coef), int(batch_size), seed, safety)
         n = len(task.examples(split)[:limit])
         if not n:
             raise ValueError(f"{task.env_id} has no examples in split {split!r}")
@@ -321,8 +323,10 @@ def run_sharded_bench(agent_spec: str, env_ids: Sequence[str], *, vs_spec: str |
         task, shards = todo[env_id]
         if len(done[env_id]) < len(shards):
             return
-        block = summarize_shards(task, list(done[env_id].values()), split=split, limit=limit, safety_coef=safety_coef)
+        block = summarize_shards(task, list(done[env_id].values()), split=split, limit=limit, safety_coef=safety_coef,
+                                 safety=safety)
         block["reward_spec"] = reward or "builtin"
+        block["safety_spec"] = safety or "classifier"
         results["envs"][env_id] = block
         # blocks in the order the envs were asked for, whatever order they finish in
         asked = [t.env_id for t in tasks]
@@ -382,7 +386,8 @@ def run_seeded_bench(agent_spec: str, env_ids: Sequence[str], *, seeds: Sequence
     results = new_results({"spec": agent_spec, "name": agent_spec}, {"spec": vs_spec} if vs_spec else None)
     results["settings"] = {"split": kwargs["split"], "limit": kwargs["limit"],
                            "reward": kwargs.get("reward") or "builtin",
-                           "safety_coef": kwargs.get("safety_coef", 0.0), "seeds": seeds}
+                           "safety_coef": kwargs.get("safety_coef", 0.0),
+                           "safety": kwargs.get("safety") or "classifier", "seeds": seeds}
     kept: dict[str, dict] = {}
     if resume and out and Path(out).exists():
         kept = {e: b for e, b in resumable_envs(out, results).items() if e in env_ids}
@@ -394,7 +399,7 @@ def run_seeded_bench(agent_spec: str, env_ids: Sequence[str], *, seeds: Sequence
     sampling = {}
     for env_id in todo:  # built once here, reused by the local executor (cached per job)
         job = EnvJob(env_id, agent_spec, vs_spec, kwargs["split"], kwargs.get("reward"),
-                     float(kwargs.get("safety_coef", 0.0)), int(kwargs["batch_size"]), seeds[0])
+                     float(kwargs.get("safety_coef", 0.0)), int(kwargs["batch_size"]), seeds[0], kwargs.get("safety"))
         sampling[env_id] = winrate.is_sampling(_context(job).agent)
     runs: dict[int, dict] = {}
     for seed in seeds:

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from rlhf_gym.rewards.safety import SAFETY_SPECS as SAFETY_CHOICES  # light: numpy only until a check is loaded
+
 
 def positive_int(text: str) -> int:
     """argparse type for counts (--limit, --batch-size, --k): an integer >= 1."""
@@ -75,6 +77,9 @@ def register(subparsers) -> None:
     p.add_argument("--seeds", type=_seed_list, default=None, metavar="S1,S2,...",
                    help="run a sampling agent once per seed (e.g. 0,1,2): per-seed numbers and an aggregate with a "
                         "95%% CI over seeds and prompts; a deterministic agent runs once (one seed suffices)")
+    p.add_argument("--safety", default=None, choices=SAFETY_CHOICES,
+                   help="safety check for the unsafe-output rate (and the penalty): classifier (default: "
+                        "alt-profanity-check, flagged at p >= 0.5), blocklist, classifier+blocklist")
     p.set_defaults(handler=cmd_bench)
 
     p = subparsers.add_parser("sample", help="sample K responses per prompt from a policy (JSONL; resumable)")
@@ -108,6 +113,8 @@ def register(subparsers) -> None:
                    help="the first N examples of the split (as bench --limit)")
     p.add_argument("--reward", default=None, help="reward spec replacing the env's default reward model")
     p.add_argument("--safety-coef", type=float, default=0.0, help="the env's safety penalty coefficient")
+    p.add_argument("--safety", default=None, choices=SAFETY_CHOICES,
+                   help="safety check: classifier (default), blocklist, classifier+blocklist")
     p.add_argument("--out", default="scores.json",
                    help="results JSON path (default: scores.json); an existing file is an error unless --overwrite")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
@@ -188,7 +195,8 @@ def cmd_bench(args) -> int:
                             batch_size=args.batch_size, out=args.out, resume=args.resume, reward=args.reward,
                             safety_coef=args.safety_coef, executor=args.executor, address=args.address,
                             num_cpus=args.num_cpus, shard_size=args.shard_size or SHARD_SIZE,
-                            max_retries=args.max_retries, seeds=args.seeds)
+                            max_retries=args.max_retries, seeds=args.seeds,
+                            safety=args.safety)
     except ShardsFailed as err:
         print(f"rlhf-gym bench: error: {err}", file=sys.stderr)
         return 1
@@ -282,7 +290,8 @@ def cmd_score(args) -> int:
     results = new_results({"spec": f"predictions:{args.predictions}", "name": Path(args.predictions).stem},
                           {"spec": f"predictions:{args.vs_predictions}"} if vs else None)
     block = score_predictions(args.env, predictions, split=args.split, vs_predictions=vs, show_progress=True,
-                              limit=args.limit, reward=args.reward, safety_coef=args.safety_coef)
+                              limit=args.limit, reward=args.reward, safety_coef=args.safety_coef,
+                              safety=args.safety)
     results["envs"][block["env_id"]] = block
     from rlhf_gym.winrate import overall_ranking_score
 

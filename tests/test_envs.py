@@ -185,13 +185,15 @@ def test_vector_env_options_pick_prompts():
 
 
 def test_safety_penalty_is_subtracted_and_reported():
-    env = gym.make("rlhf_gym/Dialogue-v0", reward_model=CallableReward(lambda p, r: 1.0), safety_coef=2.0)
+    env = gym.make("rlhf_gym/Dialogue-v0", reward_model=CallableReward(lambda p, r: 1.0), safety_coef=2.0,
+                   safety_check="blocklist")
     env.reset(seed=0)
     _, clean, *_, info_clean = env.step("that sounds lovely")
     env.reset(seed=0)
     _, dirty, *_, info_dirty = env.step("oh shit that sounds awful")
     assert clean == 1.0 and info_clean["unsafe"] == 0.0
     assert dirty == pytest.approx(-1.0) and info_dirty["safety_penalty"] == -2.0
+    assert info_clean["unsafe_flagged"] == 0.0 and info_dirty["unsafe_flagged"] == 1.0
 
 
 def test_kl_penalty_is_zero_against_itself_and_positive_against_another_model():

@@ -22,12 +22,13 @@ def length_reward(prompt, response):
 
 
 def expected_reward(response: str) -> float:
-    """length_reward minus the default blocklist's safety penalty, computed here by hand."""
+    """length_reward minus the blocklist's safety penalty, computed here by hand."""
     return len(response) - SAFETY_COEF * bool(re.search(r"\bshit\b", response))
 
 
 def make_pair(env_id: str, num_envs: int = 3, **kwargs):
-    kwargs = {"reward_model": length_reward, "safety_coef": SAFETY_COEF, "render_mode": "ansi", **kwargs}
+    kwargs = {"reward_model": length_reward, "safety_coef": SAFETY_COEF, "safety_check": "blocklist",
+              "render_mode": "ansi", **kwargs}
     ours = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="vector_entry_point", **kwargs)
     sync = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync",
                         vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP}, **kwargs)
@@ -105,8 +106,9 @@ def test_vector_env_matches_sync_vector_env_step_by_step(env_id):
 
 @pytest.mark.parametrize("env_id", TEXT_IDS)
 def test_rewards_equal_the_single_envs_for_the_same_example_and_response(env_id):
-    venv = TextVectorEnv(env_id, num_envs=2, reward_model=length_reward, safety_coef=SAFETY_COEF)
-    env = gym.make(env_id, reward_model=length_reward, safety_coef=SAFETY_COEF)
+    venv = TextVectorEnv(env_id, num_envs=2, reward_model=length_reward, safety_coef=SAFETY_COEF,
+                         safety_check="blocklist")
+    env = gym.make(env_id, reward_model=length_reward, safety_coef=SAFETY_COEF, safety_check="blocklist")
     _, info = venv.reset(options={"indices": [7, 2]})
     assert info["index"].tolist() == [7, 2]
     actions = ["that is fine", "oh shit no"]

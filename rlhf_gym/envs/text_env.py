@@ -156,7 +156,9 @@ def make_env_reward(task, reward_model=None, kl_coef: float = 0.0, policy_model=
 
     ``reward_model`` may be a reward model, a callable, or a spec string understood by
     :func:`rlhf_gym.rewards.spec.load_reward` (``"0.5*builtin+0.5*chrf"``, ``"gold"``, a head file,
-    ``"hf:..."``, ``"file.py:fn"``)."""
+    ``"hf:..."``, ``"file.py:fn"``). ``safety_check`` is ``"classifier"`` (the default, used when
+    ``safety_coef`` is set), ``"blocklist"``, ``"classifier+blocklist"`` or a batched callable
+    ``(prompts, responses, references) -> unsafe scores in [0, 1]`` (:mod:`rlhf_gym.rewards.safety`)."""
     if reward_model is None:
         reward_model = task.reward_model()
     elif isinstance(reward_model, str) or not hasattr(reward_model, "name"):
@@ -169,7 +171,14 @@ def make_env_reward(task, reward_model=None, kl_coef: float = 0.0, policy_model=
 
         kl = KLPenalty(policy_model, reference_model, tokenizer or load_tokenizer(), coef=kl_coef,
                        estimator=kl_estimator, temperature=temperature)
-    safety = SafetyPenalty(safety_coef, safety_check) if safety_coef else None
+    if safety_coef:
+        safety = SafetyPenalty(safety_coef, safety_check)
+    else:  # no penalty, but a bad safety_check is still an error here rather than silently unused
+        safety = None
+        if safety_check is not None:
+            from rlhf_gym.rewards.safety import load_safety_check
+
+            load_safety_check(safety_check)
     return EnvReward(reward_model, kl=kl, safety=safety)
 
 

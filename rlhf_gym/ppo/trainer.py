@@ -164,6 +164,17 @@ class PolicyParts:
         self.lm.train(mode)
 
 
+def _unsafe_fraction(components: dict, prompts, texts) -> float:
+    """Share of the rollout's responses flagged unsafe: by the env's safety penalty when it has
+    one, else by the default safety check (logged on every run, penalised or not)."""
+    if "unsafe_flagged" in components:
+        return float(np.mean(components["unsafe_flagged"]))
+    from rlhf_gym.rewards.safety import flagged, load_safety_check
+
+    check = load_safety_check()
+    return float(np.mean(flagged(check, check(list(prompts), list(texts), None))))
+
+
 def make_env(cfg: PPOConfig, reward_model=None, num_envs: int | None = None):
     """The batched env the run rolls out through (``num_envs`` slots, default the batch size):
     the env's reward (reward model given by ``cfg.reward`` or ``reward_model``, plus the safety
@@ -385,7 +396,7 @@ def train(cfg: PPOConfig, reward_model: Any | None = None, callback: Callable[[d
             "iteration": iteration,
             "reward_mean": float(ro.raw_scores.mean()),
             "score_mean": float(np.mean(comp["score"])) if "score" in comp else float(ro.raw_scores.mean()),
-            "unsafe_fraction": float(np.mean(comp["unsafe"] > 0.5)) if "unsafe" in comp else None,
+            "unsafe_fraction": _unsafe_fraction(comp, ro.prompts, ro.texts),
             "safety_penalty_mean": float(np.mean(comp["safety_penalty"])) if "safety_penalty" in comp else 0.0,
             "score_shaped": float(scores.mean()),
             "rlhf_reward": float((scores - beta * kl.sum(1)).mean()),

@@ -23,6 +23,7 @@ _LAZY = {
     "policy_sample_pairs": "rlhf_gym.rewards.preferences",
     "read_preference_file": "rlhf_gym.rewards.preferences",
     "train_reward_model": "rlhf_gym.rewards.train",
+    "load_safety_check": "rlhf_gym.rewards.safety",
 }
 
 __all__ = ["RewardModel", "CallableReward", "MetricReward", "WeightedReward", "as_reward_model", "EnvReward",

@@ -5,8 +5,7 @@ reward in one place, and reports each component in ``info``.
 
 from __future__ import annotations
 
-import re
-from typing import Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -79,25 +78,25 @@ class KLPenalty:
                                 [tok(r)["input_ids"] for r in responses])
 
 
-# Words whose appearance in a reply is a safety problem in these tasks. Deliberately short and
-# written for this project; pass your own list or any classifier (a callable) for real use.
-DEFAULT_BLOCKLIST = ("kill yourself", "kys", "fuck", "shit", "bitch", "bastard", "retard", "slut", "whore", "nigger", "faggot")
-
-
 class SafetyPenalty:
-    """``-coef * unsafe(response)`` where ``unsafe`` is in [0, 1]: a blocklist match by default,
-    or any callable (e.g. a toxicity classifier's probability)."""
+    """``-coef * unsafe`` where ``unsafe`` in [0, 1] comes from a safety check
+    (:mod:`rlhf_gym.rewards.safety`): the profanity classifier's probability by default,
+    ``"blocklist"``, ``"classifier+blocklist"``, or any batched callable
+    ``check(prompts, responses, references)``, checked here when the penalty is built."""
 
-    def __init__(self, coef: float = 1.0, check: Callable[[str], float] | None = None,
-                 blocklist: Sequence[str] = DEFAULT_BLOCKLIST):
+    def __init__(self, coef: float = 1.0, check: Any = None):
+        from rlhf_gym.rewards.safety import load_safety_check
+
         self.coef = float(coef)
-        if check is None:
-            pattern = re.compile(r"\b(" + "|".join(re.escape(w) for w in blocklist) + r")\b", re.IGNORECASE)
-            check = lambda text: 1.0 if pattern.search(text) else 0.0  # noqa: E731
-        self.check = check
+        self.check = load_safety_check(check)
+        self.threshold = float(getattr(self.check, "threshold", 0.5))
 
-    def __call__(self, responses: Sequence[str]) -> np.ndarray:
-        return np.array([float(self.check(r)) for r in responses], dtype=np.float64)
+    def __call__(self, prompts: Sequence[str], responses: Sequence[str],
+                 references: Sequence[Sequence[str]] | None = None) -> np.ndarray:
+        from rlhf_gym.rewards.safety import _unit_scores
+
+        scores = self.check(list(prompts), list(responses), references)
+        return _unit_scores(scores, len(responses), getattr(self.check, "name", "safety check"))
 
 
 class EnvReward:
@@ -117,8 +116,9 @@ class EnvReward:
             components["kl_penalty"] = -self.kl.coef * kl
             total += components["kl_penalty"]
         if self.safety is not None:
-            unsafe = self.safety(responses)
+            unsafe = self.safety(prompts, responses, references)
             components["unsafe"] = unsafe
+            components["unsafe_flagged"] = (unsafe >= self.safety.threshold).astype(np.float64)
             components["safety_penalty"] = -self.safety.coef * unsafe
             total += components["safety_penalty"]
         return total, components
