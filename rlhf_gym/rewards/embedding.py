@@ -218,12 +218,14 @@ class RewardHead(nn.Module):
     """Scalar score from a feature row. Features are standardised with statistics frozen at
     training time, so one learning rate suits embedding coordinates and count features alike."""
 
-    def __init__(self, kind: str, arch: str = "linear", hidden: int = 64):
+    def __init__(self, kind: str, arch: str = "linear", hidden: int = 64, n_inputs: int | None = None):
         super().__init__()
         if arch not in ARCHS:
             raise ValueError(f"unknown head architecture {arch!r}; expected one of {', '.join(ARCHS)}")
         self.kind, self.arch, self.hidden = kind, arch, hidden
-        d = n_features(kind)
+        # n_inputs: a head over features built elsewhere (e.g. the e5 judges of reference_free.py)
+        self.n_inputs = None if n_inputs is None else int(n_inputs)
+        d = self.n_inputs if self.n_inputs is not None else n_features(kind)
         self.register_buffer("feat_mean", torch.zeros(d))
         self.register_buffer("feat_std", torch.ones(d))
         if arch == "linear":
@@ -239,7 +241,10 @@ class RewardHead(nn.Module):
         return self.net((features - self.feat_mean) / self.feat_std).squeeze(-1)
 
     def config(self) -> dict[str, str]:
-        return {"kind": self.kind, "arch": self.arch, "hidden": str(self.hidden)}
+        config = {"kind": self.kind, "arch": self.arch, "hidden": str(self.hidden)}
+        if self.n_inputs is not None:
+            config["n_inputs"] = str(self.n_inputs)
+        return config
 
 
 def save_head(head: RewardHead, path: str | Path, extra_metadata: dict[str, str] | None = None) -> None:
@@ -248,7 +253,7 @@ def save_head(head: RewardHead, path: str | Path, extra_metadata: dict[str, str]
     from rlhf_gym.paths import honour_umask
 
     metadata = head.config()
-    metadata["features"] = FEATURE_LAYOUT[head.kind]
+    metadata["features"] = FEATURE_LAYOUT.get(head.kind, "")
     metadata.update(extra_metadata or {})
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().contiguous().cpu() for k, v in head.state_dict().items()}, str(path), metadata=metadata)
@@ -267,7 +272,8 @@ def load_head(path: str | Path) -> tuple[RewardHead, dict[str, str]]:
     for key in ("kind", "arch"):
         if key not in metadata:
             raise ValueError(f"{path}: not a reward head (safetensors metadata lacks {key!r})")
-    head = RewardHead(metadata["kind"], metadata["arch"], int(metadata.get("hidden", 64)))
+    n_inputs = int(metadata["n_inputs"]) if "n_inputs" in metadata else None
+    head = RewardHead(metadata["kind"], metadata["arch"], int(metadata.get("hidden", 64)), n_inputs=n_inputs)
     head.load_state_dict(tensors)
     return head.eval(), metadata
 

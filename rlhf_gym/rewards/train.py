@@ -59,6 +59,19 @@ class PairTensors:
             slot[item] += 1
         return torch.from_numpy(x), torch.from_numpy(mask)
 
+    @classmethod
+    def from_arrays(cls, chosen: np.ndarray, rejected: np.ndarray) -> "PairTensors":
+        """Pairs whose features are already computed: one row per side, ``(n, d)`` each."""
+        if chosen.shape != rejected.shape or chosen.ndim != 2:
+            raise ValueError(f"chosen and rejected features must be (n, d) of one shape, got {chosen.shape} "
+                             f"and {rejected.shape}")
+        self = cls.__new__(cls)
+        self.n = chosen.shape[0]
+        full = torch.ones((self.n, 1), dtype=torch.bool)
+        self.chosen = (torch.from_numpy(np.ascontiguousarray(chosen, dtype=np.float32))[:, None, :], full)
+        self.rejected = (torch.from_numpy(np.ascontiguousarray(rejected, dtype=np.float32))[:, None, :], full.clone())
+        return self
+
     @staticmethod
     def score(head: RewardHead, side: tuple[torch.Tensor, torch.Tensor], idx=None) -> torch.Tensor:
         x, mask = side
@@ -78,6 +91,49 @@ def _evaluate(head: RewardHead, data: PairTensors) -> tuple[float, float]:
         sc, sr = PairTensors.score(head, data.chosen), PairTensors.score(head, data.rejected)
         loss = float(bt_loss(sc, sr))
     return loss, pairwise_accuracy(sc.numpy(), sr.numpy())
+
+
+def fit_bt_head(head: RewardHead, fit_t: PairTensors, dev_t: PairTensors, *, seed: int = 0, epochs: int = 100,
+                lr: float = 1e-3, weight_decay: float = 0.05, batch_size: int = 128, patience: int = 8,
+                progress: bool = True, desc: str = "train head") -> tuple[list[dict], int, float]:
+    """Fit ``head`` with the Bradley-Terry loss on ``fit_t`` (AdamW, shuffled mini-batches, seeded),
+    stopping early on the loss of ``dev_t``; the head ends with its best-dev-loss weights, in eval
+    mode. Features are standardised with statistics of ``fit_t``; ``seed`` orders the mini-batches
+    (seed torch's global RNG before building the head for its initial weights). Returns (history,
+    best epoch, best dev loss)."""
+    generator = torch.Generator().manual_seed(seed)
+    head.set_normalisation(fit_t.flat_features())
+    optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
+
+    best_loss, best_state, best_epoch, stale = float("inf"), None, -1, 0
+    history = []
+    from tqdm.auto import trange
+
+    bar = trange(epochs, desc=desc, disable=not progress)
+    for epoch in bar:
+        head.train()
+        order = torch.randperm(fit_t.n, generator=generator)
+        total = 0.0
+        for start in range(0, fit_t.n, batch_size):
+            idx = order[start:start + batch_size]
+            loss = bt_loss(PairTensors.score(head, fit_t.chosen, idx), PairTensors.score(head, fit_t.rejected, idx))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * len(idx)
+        dev_loss, dev_acc = _evaluate(head, dev_t)
+        history.append({"epoch": epoch, "train_loss": total / fit_t.n, "dev_loss": dev_loss, "dev_acc": dev_acc})
+        bar.set_postfix(train=f"{total / fit_t.n:.3f}", dev=f"{dev_loss:.3f}", acc=f"{dev_acc:.3f}")
+        if dev_loss < best_loss - 1e-5:
+            best_loss, best_epoch, stale = dev_loss, epoch, 0
+            best_state = {k: v.detach().clone() for k, v in head.state_dict().items()}
+        else:
+            stale += 1
+            if stale >= patience:
+                break
+    head.load_state_dict(best_state)
+    head.eval()
+    return history, best_epoch, best_loss
 
 
 def _load_cache(encoder: SentenceEncoder, path: str | None) -> None:
@@ -140,40 +196,11 @@ def train_reward_model(
     eval_t = PairTensors(kind, encoder, pairs_eval, progress) if pairs_eval else None
     _save_cache(encoder, embed_cache)
 
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)  # the head's initial weights
     head = RewardHead(kind, arch, hidden)
-    head.set_normalisation(fit_t.flat_features())
-    optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
-
-    best_loss, best_state, best_epoch, stale = float("inf"), None, -1, 0
-    history = []
-    from tqdm.auto import trange
-
-    bar = trange(epochs, desc=f"train {kind}/{arch}", disable=not progress)
-    for epoch in bar:
-        head.train()
-        order = torch.randperm(fit_t.n, generator=generator)
-        total = 0.0
-        for start in range(0, fit_t.n, batch_size):
-            idx = order[start:start + batch_size]
-            loss = bt_loss(PairTensors.score(head, fit_t.chosen, idx), PairTensors.score(head, fit_t.rejected, idx))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach()) * len(idx)
-        dev_loss, dev_acc = _evaluate(head, dev_t)
-        history.append({"epoch": epoch, "train_loss": total / fit_t.n, "dev_loss": dev_loss, "dev_acc": dev_acc})
-        bar.set_postfix(train=f"{total / fit_t.n:.3f}", dev=f"{dev_loss:.3f}", acc=f"{dev_acc:.3f}")
-        if dev_loss < best_loss - 1e-5:
-            best_loss, best_epoch, stale = dev_loss, epoch, 0
-            best_state = {k: v.detach().clone() for k, v in head.state_dict().items()}
-        else:
-            stale += 1
-            if stale >= patience:
-                break
-    head.load_state_dict(best_state)
-    head.eval()
+    history, best_epoch, best_loss = fit_bt_head(head, fit_t, dev_t, seed=seed, epochs=epochs, lr=lr,
+                                                 weight_decay=weight_decay, batch_size=batch_size, patience=patience,
+                                                 progress=progress, desc=f"train {kind}/{arch}")
 
     metrics: dict[str, Any] = {
         "kind": kind, "arch": arch, "hidden": hidden if arch == "mlp" else None,
