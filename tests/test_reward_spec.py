@@ -77,6 +77,7 @@ def test_builtin_and_judge_come_from_the_task(tiny_task):
     assert reward is load_reward("builtin", tiny_task)
     assert load_reward("builtin", tiny_task.env_id) is reward  # an env id names the same task
     assert load_reward("judge", tiny_task).name == "metric:rougeL"
+    assert load_reward("refjudge", tiny_task).name == "metric:rougeL"  # no reference judge: the judge
     rm = load_reward("builtin + 0.5*judge", tiny_task)
     expected = [chrf_by_hand(r, ref) + 0.5 * rouge_l_by_hand(r, ref) for r, ref in zip(RESPONSES, REFS)]
     np.testing.assert_allclose(rm(PROMPTS, RESPONSES, REFS), expected, atol=1e-12)
@@ -90,10 +91,10 @@ def test_bad_spec_names_itself_and_every_form(spec):
         load_reward(spec)
     message = str(err.value)
     assert repr(spec) in message
-    for form in ("builtin", "judge", "gold", "chrf", "bleu", "rougeL", "rouge1", "rouge2", ".safetensors", "hf:",
-                 ".py:FUNCTION", "0.7*builtin+0.3*chrf"):
+    for form in ("builtin", "judge", "refjudge", "gold", "chrf", "bleu", "rougeL", "rouge1", "rouge2", ".safetensors",
+                 "hf:", ".py:FUNCTION", "0.7*builtin+0.3*chrf"):
         assert form in message, form
-    assert len(FORMS) == 8
+    assert len(FORMS) == 9
 
 
 def test_missing_files_are_named(tmp_path):

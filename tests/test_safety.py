@@ -115,6 +115,7 @@ def test_score_predictions_reports_the_unsafe_rate_with_ci_without_a_penalty(tin
     assert (rate["ci_low"], rate["ci_high"]) == pytest.approx(wilson_interval(expected, len(hyps)))
     assert block["metrics"]["unsafe_rate_reference"]["count"] == 0
     assert block["safety_check"]["name"] == "profanity-check:linear-svm" and block["safety_coef"] == 0.0
-    blocklist = score_predictions(tiny_task.env_id, [{"id": ex.id, "prediction": h} for ex, h in zip(examples, hyps)],
-                                  safety="blocklist")
-    assert blocklist["metrics"]["unsafe_rate"]["count"] == 0 and blocklist["safety_check"]["name"] == "blocklist"
+    from rlhf_gym.rewards.safety import unsafe_rate
+
+    blocklist = unsafe_rate(load_safety_check("blocklist"), [""] * len(hyps), hyps)
+    assert blocklist["count"] == 0 and blocklist["check"] == "blocklist" and blocklist["n"] == len(hyps)

@@ -176,6 +176,10 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
+# Models whose identity (name, hash, encoder) a verified result must share with the server's.
+JUDGE_IDENTITIES = ("reward_model", "judge", "reference_judge")
+
+
 def compare_metrics(submitted: dict, recomputed: dict) -> dict[str, dict]:
     """Per flattened metric path: submitted value, recomputed value and a status:
     ``match``, ``mismatch``, ``missing`` (recomputed here, absent from the submission) or
@@ -258,8 +262,8 @@ def recompute(doc: dict, scorer: Scorer, *, scorer_info: dict | None = None, **s
         # The reward model and judge identities are compared too: numbers produced with another
         # judge are not comparable even when they happen to agree.
         comparison = compare_metrics(
-            {**block["metrics"], **{k: block.get(k) for k in ("reward_model", "judge") if k in fresh}},
-            {**rec_metrics, **{k: fresh[k] for k in ("reward_model", "judge") if k in fresh}})
+            {**block["metrics"], **{k: block.get(k) for k in JUDGE_IDENTITIES if k in fresh}},
+            {**rec_metrics, **{k: fresh[k] for k in JUDGE_IDENTITIES if k in fresh}})
         gens = _merge_generations(block["generations"], fresh.get("generations") or [])
         envs.append(EnvVerdict(env_id=env_id, task=str(fresh.get("task") or block.get("task") or ""),
                                submitted_metrics=block["metrics"], recomputed_metrics=rec_metrics,

@@ -28,6 +28,7 @@ from rlhf_gym.rewards.base import CallableReward, MetricReward, RewardModel, Wei
 FORMS = (
     "builtin (the task's training reward)",
     "judge (the task's judge)",
+    "refjudge (the task's judge of the win rate against the reference; v2: reference-free e5)",
     "gold (the MPNet gold judge)",
     "a metric: " + ", ".join(MetricReward.METRICS),
     "PATH.safetensors (a reward head written by `rlhf-gym train-rm`)",
@@ -106,6 +107,9 @@ def _load_atom(spec: str, atom: str, task) -> RewardModel:
     if atom == "judge":
         _needs_task(spec, atom, task)
         return task.judge_model()
+    if atom == "refjudge":
+        _needs_task(spec, atom, task)
+        return task.reference_judge_model()
     if atom == "gold":
         gold_model = getattr(task, "gold_model", None)
         if callable(gold_model):
@@ -138,7 +142,7 @@ def _load_atom(spec: str, atom: str, task) -> RewardModel:
 def _atom_key(atom: str, task) -> Any:
     """Cache key of one term: file-backed terms include the file's mtime and size, so an edited
     head or script is reloaded; task-independent terms ignore the task."""
-    if atom in ("builtin", "judge"):
+    if atom in ("builtin", "judge", "refjudge"):
         return ("task", atom, task)
     if atom == "gold":
         return ("gold", task if callable(getattr(task, "gold_model", None)) else getattr(task, "kind", None))
