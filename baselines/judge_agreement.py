@@ -173,33 +173,30 @@ def main(argv=None) -> int:
                     "all": pairwise_agreement(g, s[idx], gold_scores[idx]),
                     "gold_margin_0.05": pairwise_agreement(g, s[idx], gold_scores[idx], 0.05)}
         if args.split == "test":
-            # win rate against the first reference, per system, under the e5 judge and the gold judge
+            # win rate against the first reference, per system, under every judge and the gold judge
             first = sorted({i for i in groups})
             ref_prompts = [examples[i].prompt for i in first]
             ref_texts = [examples[i].references[0] for i in first]
             ref_refs = [list(examples[i].references) for i in first]
-            main_judge = next(iter(judges))
-            ref_e5 = dict(zip(first, judges[main_judge](ref_prompts, ref_texts, ref_refs)))
-            ref_gold = dict(zip(first, gold(ref_prompts, ref_texts, ref_refs)))
+            all_judges = {**judges, "gold": gold}
+            all_scores = {**scores, "gold": gold_scores}
+            of_ref = {name: dict(zip(first, judge(ref_prompts, ref_texts, ref_refs))) for name, judge in all_judges.items()}
             systems = sorted({label for _, _, labels in items for label in labels})
             block["win_rate_vs_reference"] = {}
             for system in systems:
                 idx = [k for k, (_, _, labels) in enumerate(items) if system in labels]
                 block["win_rate_vs_reference"][system] = {
-                    main_judge: win_rate(scores[main_judge][idx], [ref_e5[groups[k]] for k in idx]),
-                    "gold": win_rate(gold_scores[idx], [ref_gold[groups[k]] for k in idx])}
+                    name: win_rate(all_scores[name][idx], [of_ref[name][groups[k]] for k in idx]) for name in all_judges}
             block["win_rate_vs_reference"]["reference"] = {
-                main_judge: win_rate(list(ref_e5.values()), list(ref_e5.values())),
-                "gold": win_rate(list(ref_gold.values()), list(ref_gold.values()))}
+                name: win_rate(list(v.values()), list(v.values())) for name, v in of_ref.items()}
             if kind == "translation":
                 kjv = [json.loads(line) for line in (ROOT / "tests/data/kjv_test_verses.jsonl").read_text().splitlines()]
                 k_ex = [examples[r["id"]] for r in kjv]
                 kp, kr = [e.prompt for e in k_ex], [list(e.references) for e in k_ex]
                 first_refs = [e.references[0] for e in k_ex]
                 kjv_texts = [r["translation"] for r in kjv]
-                block["kjv_vs_reference"] = {
-                    main_judge: win_rate(judges[main_judge](kp, kjv_texts, kr), judges[main_judge](kp, first_refs, kr)),
-                    "gold": win_rate(gold(kp, kjv_texts, kr), gold(kp, first_refs, kr))}
+                block["kjv_vs_reference"] = {name: win_rate(judge(kp, kjv_texts, kr), judge(kp, first_refs, kr))
+                                             for name, judge in all_judges.items()}
         block["seconds"] = round(time.time() - t0, 1)
         result["tasks"][kind] = block
         if cache:
@@ -211,8 +208,8 @@ def main(argv=None) -> int:
                 print(f"   {subset:17s} {name:38s} agreement {a['mean']:.3f} [{a['ci_low']:.3f}, {a['ci_high']:.3f}] "
                       f"({a['pairs']} pairs, {a['groups']} prompts); gold margin >= 0.05: {m['mean']:.3f} ({m['pairs']})")
         for system, r in block.get("win_rate_vs_reference", {}).items():
-            print("   win vs reference  " + f"{system:34s}" + "  ".join(
-                f"{j}: {w['mean']:.3f} [{w['ci_low']:.2f}, {w['ci_high']:.2f}] n={w['n']}" for j, w in r.items()))
+            print(f"   win vs reference  {system[:40]:40s} n={next(iter(r.values()))['n']:3d}  " + "  ".join(
+                f"{j}: {w['mean']:.3f} [{w['ci_low']:.2f}, {w['ci_high']:.2f}]" for j, w in r.items()))
         if "kjv_vs_reference" in block:
             print("   KJV vs reference  " + "  ".join(f"{j}: {w['mean']:.3f} ({w['wins']}/{w['n']} wins)"
                                                    for j, w in block["kjv_vs_reference"].items()))
