@@ -17,6 +17,13 @@ Outputs (all real model or agent text, none written for this check):
 
     python baselines/judge_agreement.py --split test --out baselines/judges/agreement_test.json
     python baselines/judge_agreement.py --split validation --head e5=rlhf_gym/assets/... --head alt=/tmp/x.safetensors
+    python baselines/judge_agreement.py --corruptions --out baselines/judges/corruptions_validation.json
+
+``--corruptions``: instead of model outputs, the validation corruption pairs each shipped head reports
+in its sidecar (true output > another example's output, echo, truncation, shuffle, ...; the same
+seeded pairs, as many prompts as the head's ``--eval-prompts``), scored by every judge compared
+(pairwise accuracy with n and a 95% Wilson interval, overall and per corruption): a judge that
+agrees with the gold judge on model outputs must also rank the true output above its corruptions.
 
 Judges compared: the shipped e5 judge (or the ``--head`` files), the raw e5 cosine of prompt and
 response (no head), and the v0 MiniLM judge head (reference-free for dialogue and summarisation,
@@ -109,6 +116,25 @@ class E5Cosine:
         return np.sum(q * h, axis=1).astype(np.float64)
 
 
+def corruption_accuracy(kind: str, judges: dict) -> dict:
+    """Every judge's accuracy on the validation corruption pairs of the shipped head's report (same
+    seed, same number of prompts)."""
+    from rlhf_gym.rewards.reference_free import accuracy_by_negative, judge_path, task_pairs
+
+    import shlex
+
+    sidecar = json.loads(judge_path(kind).with_suffix(".json").read_text(encoding="utf-8"))
+    words = shlex.split(sidecar["command"])
+    n_prompts = int(words[words.index("--eval-prompts") + 1])
+    pairs = task_pairs(kind, "validation", n_prompts, int(sidecar["seed"]))
+    if len(pairs) != sidecar["pairs"]["validation"]:
+        raise ValueError(f"{kind}: {len(pairs)} validation pairs, the head's report has {sidecar['pairs']['validation']}")
+    return {"env": ENV[kind], "prompts": n_prompts, "pairs": len(pairs),
+            # a judge that reads the reference is left out: here the reference is the true output
+            "accuracy": {name: accuracy_by_negative(judge, pairs) for name, judge in judges.items()
+                         if "reads the reference" not in name}}
+
+
 def main(argv=None) -> int:
     from rlhf_gym.metrics import win_rate
     from rlhf_gym.rewards.embedding import load_builtin_reward
@@ -123,6 +149,8 @@ def main(argv=None) -> int:
     parser.add_argument("--head", action="append", default=[], metavar="NAME=PATH_WITH_{task}",
                         help="an e5 judge head to compare, {task} in the path stands for the task kind "
                              "(default: the shipped heads, as 'e5-judge')")
+    parser.add_argument("--corruptions", action="store_true",
+                        help="accuracy on the validation corruption pairs instead of agreement on model outputs")
     parser.add_argument("--embed-cache-dir", default=None, help="folder of e5 embedding caches, e5_{task}.pkl")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
@@ -136,6 +164,30 @@ def main(argv=None) -> int:
         if cache:
             encoder.load_cache(cache)
         task = get_task(ENV[kind])
+        judges = {}
+        if not args.head:
+            judges["e5-judge"] = load_reference_free_judge(kind)
+        for spec in args.head:
+            name, _, path = spec.partition("=")
+            judges[name] = ReferenceFreeJudge.from_file(path.replace("{task}", kind))
+        judges["e5-cosine"] = E5Cosine(kind)
+        judges["minilm-v0-judge" + ("(reads the reference)" if kind == "translation" else "")] = \
+            load_builtin_reward(kind, "judge")
+        if args.corruptions:
+            result["split"] = "validation"
+            result["tasks"][kind] = block = corruption_accuracy(kind, judges)
+            block["seconds"] = round(time.time() - t0, 1)
+            if cache:
+                encoder.save_cache(cache)
+            print(f"== {kind} (validation corruption pairs, {block['prompts']} prompts), {block['seconds']} s")
+            for name, acc in block["accuracy"].items():
+                a = acc["all"]
+                print(f"   {name:38s} accuracy {a['mean']:.3f} [{a['ci_low']:.3f}, {a['ci_high']:.3f}] n={a['n']}  " +
+                      " ".join(f"{tag}={r['mean']:.2f}" for tag, r in acc.items() if tag != "all"))
+            if args.out:
+                Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+                Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+            continue
         examples = {ex.id: ex for ex in task.examples(args.split)}
         if args.split == "test":
             outputs = committed_outputs(kind)
@@ -150,15 +202,6 @@ def main(argv=None) -> int:
         refs = [list(examples[i].references) for i, _, _ in items]
         texts = [t for _, t, _ in items]
         groups = [i for i, _, _ in items]
-        judges = {}
-        if not args.head:
-            judges["e5-judge"] = load_reference_free_judge(kind)
-        for spec in args.head:
-            name, _, path = spec.partition("=")
-            judges[name] = ReferenceFreeJudge.from_file(path.replace("{task}", kind))
-        judges["e5-cosine"] = E5Cosine(kind)
-        judges["minilm-v0-judge" + ("(reads the reference)" if kind == "translation" else "")] = \
-            load_builtin_reward(kind, "judge")
         gold_scores = gold(prompts, texts, refs)
         scores = {name: judge(prompts, texts, refs) for name, judge in judges.items()}
         paired = {"models": [k for k, (_, _, labels) in enumerate(items) if set(labels) - {"retrieval", "lead"}]}
