@@ -241,8 +241,8 @@ def test_every_reference_of_every_split_is_a_valid_action_of_the_newest_envs():
     from rlhf_gym.tasks import BUILTIN_TASKS, list_tasks
 
     latest = [t for t in list_tasks(latest_only=True) if t in BUILTIN_TASKS]
-    assert {t.env_id for t in latest} >= {"rlhf_gym/Dialogue-v2", "rlhf_gym/Summarization-v1",
-                                          "rlhf_gym/Translation-v1"}
+    assert {t.env_id for t in latest} >= {"rlhf_gym/Dialogue-v3", "rlhf_gym/Summarization-v2",
+                                          "rlhf_gym/Translation-v2"}
     for task in latest:
         space = text_space(task.max_response_chars)
         for split in ("train", "validation", "test"):

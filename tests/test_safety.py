@@ -119,3 +119,15 @@ def test_score_predictions_reports_the_unsafe_rate_with_ci_without_a_penalty(tin
 
     blocklist = unsafe_rate(load_safety_check("blocklist"), [""] * len(hyps), hyps)
     assert blocklist["count"] == 0 and blocklist["check"] == "blocklist" and blocklist["n"] == len(hyps)
+
+
+def test_trainers_log_the_unsafe_fraction_penalised_or_not():
+    """PPO/RLOO log ``unsafe_fraction`` every iteration: the env's flags when it penalises, else the
+    default classifier on the rollout's texts (so an unpenalised run still shows it)."""
+    from rlhf_gym.ppo.trainer import _unsafe_fraction
+
+    texts = [ABUSIVE[0], BENIGN[0], BENIGN[1], BENIGN[2]]
+    expected = float(_flags(load_safety_check(), texts).mean())
+    assert _unsafe_fraction({"score": np.zeros(4)}, [""] * 4, texts) == expected == 0.25
+    # penalised: the env's own flags are used as they are (here a check that flags everything)
+    assert _unsafe_fraction({"unsafe_flagged": np.ones(4)}, [""] * 4, texts) == 1.0
