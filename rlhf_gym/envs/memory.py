@@ -94,6 +94,16 @@ class DialogueMemoryEnv(gym.Env[str, str]):
     def step(self, action: str):
         return step_many([self], [action])[0]
 
+    def branch(self) -> "DialogueMemoryEnv":
+        """A copy at the current turn that steps on independently (same episode, reward model and
+        settings; its own history): to score several replies to one observation, as the
+        multi-turn RLOO trainer does."""
+        import copy
+
+        twin = copy.copy(self)  # shallow: the reward model and the episodes are shared, read-only
+        twin._turns, twin._transcript = list(self._turns), list(self._transcript)
+        return twin
+
     def _reward_inputs(self, action: Any) -> tuple[str, str, tuple[str, ...]]:
         if self._episode is None:
             raise RuntimeError("call reset() before step()")

@@ -8,37 +8,26 @@
   rules from every partner turn (:mod:`rlhf_gym.memory.extract`), written into the prompt before
   the conversation, the facts matching the partner's last turn first.
 
-All are greedy (temperature 0) unless ``temperature=`` is given, as ``smollm2``.
+All are greedy (temperature 0) unless ``temperature=`` is given, as ``smollm2``. ``policy=DIR`` puts
+a trained policy (``train ppo|rloo --env rlhf_gym/DialogueMemory-v0 --history-view memory:4``
+output, or a snapshot of it) in SmolLM2's place with the same prompts.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Sequence
 
 from rlhf_gym.agents import register_agent
-from rlhf_gym.memory.extract import extract_facts, relevant_first
+from rlhf_gym.memory.view import rewrite_observation, split_conversation  # noqa: F401 (re-exported)
 from rlhf_gym.policy import PolicyAgent, parse_agent_arg
-
-_UTTERANCE = re.compile(r"\n(?=[AB]:)")
-
-
-def split_conversation(observation: str) -> tuple[str, list[str]]:
-    """(topic line or "", utterance lines "A: ..."/"B: ...") of a dialogue observation; the final
-    bare ``B:`` tag is dropped."""
-    parts = _UTTERANCE.split(observation)
-    head = parts[0] if parts and parts[0].startswith("Topic:") else ""
-    lines = parts[1:] if head else parts
-    if lines and lines[-1].strip() in ("A:", "B:"):
-        lines = lines[:-1]
-    return head, lines
 
 
 class MemoryBaselineAgent(PolicyAgent):
     """SmolLM2 with a window of ``turns`` utterances (0: all) and optionally the fact store."""
 
-    def __init__(self, turns: int = 0, facts: bool = False, max_prompt_len: int | None = None, **kwargs):
-        super().__init__("smollm2", **kwargs)
+    def __init__(self, turns: int = 0, facts: bool = False, max_prompt_len: int | None = None,
+                 policy: str = "smollm2", **kwargs):
+        super().__init__(str(policy), **kwargs)
         if turns < 0:
             raise ValueError(f"turns must be >= 0 (0 = the whole conversation), got {turns}")
         self.turns, self.facts = int(turns), bool(facts)
@@ -46,19 +35,7 @@ class MemoryBaselineAgent(PolicyAgent):
             self.meta.max_prompt_len = int(max_prompt_len)
 
     def rewrite(self, observation: str) -> str:
-        head, lines = split_conversation(observation)
-        window = lines[-self.turns:] if self.turns else lines
-        parts = [head] if head else []
-        if self.facts:
-            partner = [line[3:] for line in lines if line.startswith("A:")]
-            store = extract_facts(partner)
-            if store:
-                ordered = relevant_first(store, partner[-1] if partner else "")
-                parts.append("What A has told you so far (the latest is right): "
-                             + " ".join(f.sentence() for f in ordered))
-        parts.extend(window)
-        parts.append("B:")
-        return "\n".join(parts)
+        return rewrite_observation(observation, self.turns, self.facts)
 
     def act(self, observations: Sequence[str], infos=None) -> list[str]:
         return super().act([self.rewrite(o) for o in observations], infos)

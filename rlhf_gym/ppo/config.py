@@ -74,6 +74,14 @@ class PPOConfig:
     score_clip: float | None = None
     # RLOO
     rloo_k: int = 4
+    # multi-turn envs (rlhf_gym/DialogueMemory-v0; rlhf_gym/ppo/multiturn.py): each episode is played
+    # with the policy's own replies and each trained turn is one bandit sample (observation, reply,
+    # the env's reward of that turn). turns_per_episode turns of each episode train: its probe turns
+    # first, then ordinary turns at random; episodes per iteration = batch_size / (turns_per_episode * k)
+    turns_per_episode: int = 4
+    # what the policy sees of the history: "full" (the whole observation), "window:N" (the last N
+    # utterances) or "memory:N" (the last N plus the rule-based fact store, as the smollm2-memory agent)
+    history_view: str = "full"
     # reference/LoRA
     lora_r: int = 0  # >0: train LoRA adapters (needs peft); the reference is the adapter-disabled base
     lora_alpha: int = 16
@@ -103,6 +111,11 @@ class PPOConfig:
             raise ValueError("temperature must be > 0 (PPO needs a sampling policy)")
         if self.sampling_rng not in ("auto", "global", "per-sample"):
             raise ValueError(f"sampling_rng must be auto, global or per-sample, got {self.sampling_rng!r}")
+        if self.turns_per_episode < 1:
+            raise ValueError(f"turns_per_episode must be >= 1, got {self.turns_per_episode}")
+        from rlhf_gym.memory.view import parse_history_view
+
+        parse_history_view(self.history_view)  # a clear error for a bad view now, not after loading models
         if self.dtype not in ("auto", "fp32", "bf16"):
             # fp16 would need loss scaling; bf16 has fp32's range and needs none
             raise ValueError(f"dtype must be auto, fp32 or bf16, got {self.dtype!r}")

@@ -2,7 +2,8 @@
 
 One iteration:
   1. draw ``batch_size`` prompts (RLOO: batch_size / k prompts, k samples each) and ``reset`` the
-     vector env on them;
+     vector env on them (multi-turn envs: draw episodes and play them turn by turn, each trained turn
+     one bandit sample; ``rlhf_gym/ppo/multiturn.py``);
   2. one batched generate -> responses truncated at EOS; ``env.step(responses)`` -> the env's
      reward (reward model + safety penalty, every component logged), then the trainer's own
      shaping (running normalisation, missing-EOS penalty);
@@ -34,6 +35,7 @@ from rlhf_gym.policy import default_policy_spec
 from rlhf_gym.ppo import core
 from rlhf_gym.ppo.config import PPOConfig
 from rlhf_gym.ppo.distributed import DataParallel, TrainForward, sample_seeds
+from rlhf_gym.ppo.multiturn import EpisodePool, collect_turns, is_multi_turn_env, multi_turn_metrics, policy_env_id
 from rlhf_gym.ppo.rollout import RunningMoments, ValueModel, autocast, collect, logprobs, logprobs_and_values
 from rlhf_gym.ppo.rollout import shape_scores
 
@@ -184,7 +186,18 @@ def make_env(cfg: PPOConfig, reward_model=None, num_envs: int | None = None):
     num_envs = num_envs or cfg.batch_size
     rm = reward_model if reward_model is not None else (None if cfg.reward == "builtin" else cfg.reward)
     penalties = {"safety_coef": cfg.safety_coef} if cfg.safety_coef else {}
+    if is_multi_turn_env(cfg.env_id):
+        return EpisodePool(cfg.env_id, num_envs, episodes_per_iteration(cfg), cfg.split, rm, **penalties)
     return TextVectorEnv(cfg.env_id, num_envs=num_envs, split=cfg.split, reward_model=rm, **penalties)
+
+
+def episodes_per_iteration(cfg: PPOConfig) -> int:
+    """Multi-turn envs: episodes one iteration plays (each gives turns_per_episode x k samples)."""
+    per_episode = cfg.turns_per_episode * (cfg.rloo_k if cfg.algo == "rloo" else 1)
+    if cfg.batch_size % per_episode:
+        raise ValueError(f"batch_size {cfg.batch_size} must be a multiple of turns_per_episode x k = {per_episode} "
+                         f"(each episode gives that many samples)")
+    return cfg.batch_size // per_episode
 
 
 def train(cfg: PPOConfig, reward_model: Any | None = None, callback: Callable[[dict], None] | None = None,
@@ -219,7 +232,12 @@ def train(cfg: PPOConfig, reward_model: Any | None = None, callback: Callable[[d
     if dp.is_main:
         out.mkdir(parents=True, exist_ok=True)
 
-    policy, tok, meta = resolve_policy(cfg.policy or None, cfg.env_id, str(device))
+    multi_turn = is_multi_turn_env(cfg.env_id)
+    if multi_turn and dp.world_size > 1:
+        raise ValueError("multi-turn envs train in one process (data-parallel rollouts are single-turn only)")
+    if multi_turn and cfg.sampling_rng == "per-sample":
+        raise ValueError("multi-turn rollouts sample from torch's global generator: use --sampling-rng global or auto")
+    policy, tok, meta = resolve_policy(cfg.policy or None, policy_env_id(cfg.env_id), str(device))
     if cfg.max_prompt_len:
         meta.max_prompt_len = cfg.max_prompt_len
     max_new_tokens = cfg.max_new_tokens or meta.max_new_tokens
@@ -253,7 +271,8 @@ def train(cfg: PPOConfig, reward_model: Any | None = None, callback: Callable[[d
         # may differ between slices of one run (per-sample sampling makes the world size free too)
         free = ("iterations", "progress", "plot", "resume", "threads", "world_size")
         # a run saved before sampling_rng existed sampled from the global generator
-        saved = {"sampling_rng": "global", **{k: v for k, v in state["config"].items() if k not in free}}
+        # (and before the multi-turn fields existed, which single-turn runs ignore: their defaults)
+        saved = {"sampling_rng": "global", "turns_per_episode": 4, "history_view": "full", **{k: v for k, v in state["config"].items() if k not in free}}
         now = {k: v for k, v in cfg.to_json().items() if k not in free}
         if saved != now:
             diff = sorted(k for k in now if saved.get(k) != now[k])
@@ -277,7 +296,7 @@ def train(cfg: PPOConfig, reward_model: Any | None = None, callback: Callable[[d
     if dp.is_main:
         cfg.save(out / "ppo_config.json")
     train_forward, opt = dp.prepare(TrainForward(parts), opt)  # DDP averages the update's gradients over ranks
-    base_spec = cfg.policy or default_policy_spec(cfg.env_id)
+    base_spec = cfg.policy or default_policy_spec(policy_env_id(cfg.env_id))
 
     def checkpoint(iteration: int) -> None:
         ckpt_path.parent.mkdir(parents=True, exist_ok=True)
@@ -300,6 +319,10 @@ def train(cfg: PPOConfig, reward_model: Any | None = None, callback: Callable[[d
 
         bar = tqdm(total=cfg.iterations, initial=start_iter, desc=f"{cfg.algo} {meta.kind}", dynamic_ncols=True)
     n_prompts = cfg.batch_size // cfg.rloo_k if cfg.algo == "rloo" else cfg.batch_size
+    if multi_turn:
+        from rlhf_gym.memory.view import view_function
+
+        n_prompts, view = episodes_per_iteration(cfg), view_function(cfg.history_view)
     repeat = cfg.rloo_k if cfg.algo == "rloo" else 1
     mb, accum = cfg.mini_batch_size, cfg.grad_accum_steps
 
@@ -312,8 +335,13 @@ def train(cfg: PPOConfig, reward_model: Any | None = None, callback: Callable[[d
         seeds = (sample_seeds(cfg.seed, iteration, range(cfg.batch_size))[mine]
                  if cfg.sampling_rng == "per-sample" else None)
         with torch.no_grad(), autocast(device, cfg.dtype):
-            ro = collect(parts.lm, tok, meta, env, examples[mine], max_new_tokens=max_new_tokens,
-                         temperature=cfg.temperature, seeds=seeds)
+            if multi_turn:  # the drawn episodes played turn by turn; k replies per trained turn
+                ro = collect_turns(parts.lm, tok, meta, env, [int(i) for i in idx], k=repeat,
+                                   turns_per_episode=cfg.turns_per_episode, view=view,
+                                   max_new_tokens=max_new_tokens, temperature=cfg.temperature, rng=np_rng)
+            else:
+                ro = collect(parts.lm, tok, meta, env, examples[mine], max_new_tokens=max_new_tokens,
+                             temperature=cfg.temperature, seeds=seeds)
         ro = dp.gather_rollout(ro, tok.pad_token_id)
         # shaped over the global batch: the running moments see every rank's scores
         ro.scores = shape_scores(ro.raw_scores, ro.has_eos, cfg.missing_eos_penalty, cfg.score_clip, moments)
@@ -419,6 +447,7 @@ def train(cfg: PPOConfig, reward_model: Any | None = None, callback: Callable[[d
             "time_update": t_end - t_gen,
             "time_iteration": t_end - t0,
             "peak_memory_mb": _peak_memory_mb(device),
+            **multi_turn_metrics(comp),
         }
         history.append(metrics)
         if callback is not None:
