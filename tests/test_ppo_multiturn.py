@@ -62,7 +62,7 @@ def test_collect_turns_groups_k_replies_per_trained_turn(policy_dir):
         assert len(set(ids[3 * g:3 * g + 3])) == 1 and len(set(ro.prompts[3 * g:3 * g + 3])) == 1
     assert len(set(ids)) == 4
     episodes = load_episodes("validation")
-    for g, example_turn in enumerate(ids[::3]):
+    for example_turn in ids[::3]:
         conv, turn = example_turn.rsplit("#", 1)
         ep = next(e for e in episodes[:2] if e.id == conv)
         n_probes = len(ep.probe_at)
@@ -114,3 +114,16 @@ def test_history_views_match_the_bench_agents():
     window = rewrite_observation(obs, 2)
     assert window.endswith("\nB:") and window.count("\nA:") + window.count("\nB:") == 3
     assert "What A has told you" in rewrite_observation(obs, 4, facts=True)
+
+
+@pytest.mark.slow
+def test_rloo_multi_turn_learns(tmp_path):
+    """The toy reward (share of non-ASCII characters) through the memory env, every trained turn a
+    sample: the per-turn reward must rise, as on the single-turn toy task."""
+    policy = make_policy(tmp_path / "p")
+    history = train(mt_cfg(policy, tmp_path / "learn", iterations=15, batch_size=32, mini_batch_size=16, rloo_k=4,
+                           turns_per_episode=2, kl_coef=0.01, missing_eos_penalty=0.0, save_every=100),
+                    reward_model=REWARD)
+    start = sum(h["score_mean"] for h in history[:2]) / 2
+    end = sum(h["score_mean"] for h in history[-3:]) / 3
+    assert start < 0.25 and end >= 0.3, (start, end)

@@ -94,7 +94,7 @@ class DialogueMemoryEnv(gym.Env[str, str]):
     def step(self, action: str):
         return step_many([self], [action])[0]
 
-    def branch(self) -> "DialogueMemoryEnv":
+    def branch(self) -> DialogueMemoryEnv:
         """A copy at the current turn that steps on independently (same episode, reward model and
         settings; its own history): to score several replies to one observation, as the
         multi-turn RLOO trainer does."""

@@ -87,7 +87,7 @@ def _stack(queries: list[torch.Tensor], responses: list[torch.Tensor], pad: int)
     qmask = torch.zeros((n, q_len), dtype=torch.long)
     response = torch.full((n, r_len), pad, dtype=torch.long)
     rmask = torch.zeros((n, r_len), dtype=torch.long)
-    for i, (q, r) in enumerate(zip(queries, responses)):
+    for i, (q, r) in enumerate(zip(queries, responses, strict=True)):
         query[i, q_len - len(q):], qmask[i, q_len - len(q):] = q, 1
         response[i, :len(r)], rmask[i, :len(r)] = r, 1
     return query, qmask, response, rmask
@@ -116,7 +116,7 @@ def collect_turns(policy, tokenizer, meta, pool: EpisodePool, episodes: Sequence
     if len(episodes) > pool.n_episodes:
         raise ValueError(f"{len(episodes)} episodes for a pool of {pool.n_episodes}")
     envs = pool.envs[:len(episodes)]
-    observations = [env.reset(options={"index": int(i)})[0] for env, i in zip(envs, episodes)]
+    observations = [env.reset(options={"index": int(i)})[0] for env, i in zip(envs, episodes, strict=True)]
     trained = [set(select_turns(env._episode.probe_at, env._episode.n_turns, turns_per_episode, rng)) for env in envs]
     limit = pool.task.max_response_chars
     samples: list[dict] = []

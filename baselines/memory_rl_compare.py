@@ -1,0 +1,75 @@
+"""Before/after table of a DialogueMemory-v0 policy change (e.g. RLOO from SmolLM2), from two bench files.
+
+    python baselines/memory_rl_compare.py BEFORE.json AFTER.json [--md OUT.md]
+
+Both files must hold the same episodes (same split and limit). Reported for each: memory accuracy
+over probe turns (95% Wilson CI) and the Dialogue-v1 reward model's mean score on ordinary
+(non-probe) turns (95% bootstrap CI), both as `bench` computed them; and the PAIRED change: per probe
+(same episode, same turn) after minus before, per ordinary turn likewise, with a bootstrap CI and
+the exact sign test (`rlhf_gym.metrics.paired_gap_stats`). Every number is read from the files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rlhf_gym.metrics import format_rate, paired_gap_stats
+
+ENV = "rlhf_gym/DialogueMemory-v0"
+
+
+def block(path: str) -> tuple[str, dict]:
+    results = json.loads(Path(path).read_text(encoding="utf-8"))
+    if ENV not in results.get("envs", {}):
+        raise ValueError(f"{path} has no {ENV} block")
+    return results["agent"]["spec"], results["envs"][ENV]
+
+
+def paired(before: dict, after: dict, probes: bool) -> dict:
+    a = {(r["id"], r["turn"]): r for r in after["generations"] if r["is_probe"] == probes}
+    b = {(r["id"], r["turn"]): r for r in before["generations"] if r["is_probe"] == probes}
+    if set(a) != set(b):
+        raise ValueError("the two files hold different episodes or turns; bench both with the same --split/--limit")
+    def value(r):
+        return float(r["memory_correct"] == 1.0) if probes else r["score"]
+    return paired_gap_stats([value(a[k]) - value(b[k]) for k in sorted(a)])
+
+
+def gap(stats: dict, digits: int = 3) -> str:
+    return (f"{stats['mean_gap']:+.{digits}f} [{stats['mean_gap_ci_low']:+.{digits}f}, "
+            f"{stats['mean_gap_ci_high']:+.{digits}f}] (+{stats['n_positive']}/-{stats['n_negative']}, "
+            f"sign test p={stats['sign_test_p']:.2g}, n={stats['n']})")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("before")
+    parser.add_argument("after")
+    parser.add_argument("--md", help="also write the table here")
+    args = parser.parse_args(argv)
+    (spec_b, before), (spec_a, after) = block(args.before), block(args.after)
+    if (before["split"], before["n"]) != (after["split"], after["n"]):
+        raise ValueError(f"different episodes: {before['split']}/{before['n']} vs {after['split']}/{after['n']}")
+    title = (f"DialogueMemory-v0, split {before['split']}, {before['n']} episodes, "
+             f"{before['n_probes']} probes, {before['n_turns'] - before['n_probes']} ordinary turns")
+    lines = [title, "",
+             "| policy | memory acc [95% Wilson] | RM score, ordinary turns [95% bootstrap] |", "|---|---|---|"]
+    for spec, b in ((spec_b, before), (spec_a, after)):
+        m = b["metrics"]
+        lines.append(f"| {spec} | {format_rate(m['memory_accuracy'], digits=3)} | "
+                     f"{format_rate(m['score_non_probe'], digits=2)} |")
+    score_gap = gap(paired(before, after, False), 2)
+    lines += ["", f"paired change in memory accuracy (per probe): {gap(paired(before, after, True))}",
+              f"paired change in RM score (per ordinary turn, after its own history): {score_gap}"]
+    text = "\n".join(lines) + "\n"
+    sys.stdout.write(text)
+    if args.md:
+        Path(args.md).write_text(text, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
