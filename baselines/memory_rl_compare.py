@@ -1,6 +1,7 @@
 """Before/after table of a DialogueMemory-v0 policy change (e.g. RLOO from SmolLM2), from two bench files.
 
     python baselines/memory_rl_compare.py BEFORE.json AFTER.json [--md OUT.md]
+    python baselines/memory_rl_compare.py --select VALIDATION.json ...   # prints the chosen agent spec
 
 Both files must hold the same episodes (same split and limit). Reported for each: memory accuracy
 over probe turns (95% Wilson CI) and the Dialogue-v1 reward model's mean score on ordinary
@@ -44,13 +45,32 @@ def gap(stats: dict, digits: int = 3) -> str:
             f"sign test p={stats['sign_test_p']:.2g}, n={stats['n']})")
 
 
+def select(paths: list[str]) -> str:
+    """The agent spec with the highest memory accuracy among bench files of VALIDATION episodes
+    (ties: the first given, so list the base policy first). Test files are refused."""
+    best = None
+    for path in paths:
+        spec, b = block(path)
+        if b["split"] != "validation":
+            raise ValueError(f"{path}: checkpoints are chosen on validation episodes, this file is {b['split']!r}")
+        acc = b["metrics"]["memory_accuracy"]["mean"]
+        if best is None or acc > best[0]:
+            best = (acc, spec)
+    return best[1]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("before")
-    parser.add_argument("after")
+    parser.add_argument("files", nargs="+", help="BEFORE AFTER, or with --select the validation files")
+    parser.add_argument("--select", action="store_true", help="print the validation-chosen agent spec")
     parser.add_argument("--md", help="also write the table here")
     args = parser.parse_args(argv)
-    (spec_b, before), (spec_a, after) = block(args.before), block(args.after)
+    if args.select:
+        print(select(args.files))
+        return 0
+    if len(args.files) != 2:
+        parser.error("give BEFORE.json AFTER.json")
+    (spec_b, before), (spec_a, after) = block(args.files[0]), block(args.files[1])
     if (before["split"], before["n"]) != (after["split"], after["n"]):
         raise ValueError(f"different episodes: {before['split']}/{before['n']} vs {after['split']}/{after['n']}")
     title = (f"DialogueMemory-v0, split {before['split']}, {before['n']} episodes, "

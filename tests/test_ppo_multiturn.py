@@ -127,3 +127,24 @@ def test_rloo_multi_turn_learns(tmp_path):
     start = sum(h["score_mean"] for h in history[:2]) / 2
     end = sum(h["score_mean"] for h in history[-3:]) / 3
     assert start < 0.25 and end >= 0.3, (start, end)
+
+
+def test_compare_script_pairs_probes_and_refuses_test_for_selection(tmp_path):
+    """On the committed n=16 test files: the paired change in memory accuracy equals the difference
+    of the two accuracies (same probes), and --select refuses test files."""
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("memory_rl_compare", root / "baselines" / "memory_rl_compare.py")
+    compare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare)
+    window, memory = (str(root / "baselines" / "memory" / "n16" / f"{a}.json") for a in ("smollm2-window", "smollm2-memory"))
+    (_, before), (_, after) = compare.block(window), compare.block(memory)
+    stats = compare.paired(before, after, probes=True)
+    expected = after["metrics"]["memory_accuracy"]["mean"] - before["metrics"]["memory_accuracy"]["mean"]
+    assert stats["n"] == before["n_probes"] and abs(stats["mean_gap"] - expected) < 1e-12
+    assert compare.main([window, memory, "--md", str(tmp_path / "t.md")]) == 0
+    assert "paired change" in (tmp_path / "t.md").read_text()
+    with pytest.raises(ValueError, match="validation"):
+        compare.select([memory])
