@@ -32,7 +32,7 @@ if [ "${RL:-0}" = 1 ]; then
   VAL_LIMIT=${VAL_LIMIT:-8}
   timeout "${RL_SECONDS:-1500}" "$PY" -m rlhf_gym.cli train rloo --env rlhf_gym/DialogueMemory-v0 --policy smollm2 \
       --preset cpu-smollm2 --out "$RUN" --history-view memory:4 --turns-per-episode 3 --rloo-k 4 --batch-size 12 \
-      --mini-batch-size 6 --ppo-epochs 1 --max-new-tokens 32 --temperature 0.7 --lr 5e-4 --iterations 8 \
+      --mini-batch-size 6 --ppo-epochs 1 --max-new-tokens 32 --temperature 0.7 --lr 5e-4 --iterations 6 \
       --save-every 1 --snapshot-every 2 --threads 1 --resume || echo "training stopped (time budget); snapshots kept"
   mkdir -p "$OUT/rl"
   bench() {  # bench SPEC SPLIT LIMIT FILE (skipped when FILE exists)
