@@ -61,6 +61,10 @@ def _progress(iterable: Iterable, total: int, desc: str, enabled: bool):
 
 
 def score_in_batches(model, prompts, responses, references, desc: str = "scoring", show_progress: bool = False) -> np.ndarray:
+    from rlhf_gym.rewards.encoding import precompute_embeddings
+
+    # all texts embedded first in one length-sorted pass (less padding); the batches read the cache
+    precompute_embeddings(model, prompts, [responses], references, show_progress)
     chunks = range(0, len(responses), SCORE_BATCH)
     out = [model(prompts[i:i + SCORE_BATCH], responses[i:i + SCORE_BATCH], references[i:i + SCORE_BATCH])
            for i in _progress(chunks, len(chunks), desc, show_progress)]
@@ -119,7 +123,15 @@ class EnvScorer:
               show_progress: bool = False) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """(total reward, components) for ``responses[j]`` answering example ``indices[j]``."""
         from rlhf_gym.ppo.rollout import env_step_components
+        from rlhf_gym.rewards.encoding import precompute_embeddings
 
+        # the reward's texts embedded first in one length-sorted pass (less padding than 64 at a
+        # time); responses the env will refuse are left to its own error
+        examples, limit = self.env(1).examples, self.task.max_response_chars
+        valid = [j for j, r in enumerate(responses) if isinstance(r, str) and len(r) <= limit]
+        precompute_embeddings(self.reward_model, [examples[indices[j]].prompt for j in valid],
+                              [[responses[j] for j in valid]],
+                              [list(examples[indices[j]].references) for j in valid], show_progress)
         totals, parts = [], []
         chunks = range(0, len(indices), self.batch_size)
         for start in _progress(chunks, len(chunks), desc, show_progress):

@@ -6,6 +6,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Tests neither read nor fill the user's persistent embedding cache: a warm one would hide encoder
+# work the tests count (tests/test_encoding.py gives the cache its own folders).
+os.environ.setdefault("RLHF_GYM_EMBED_CACHE", "off")
 
 # Import the CLI (and with it torch/transformers, which bind logging handlers to the sys.stderr of
 # the moment) once here, not first inside a test whose captured stream pytest closes afterwards.

