@@ -42,7 +42,7 @@ TASK_KIND = {"dialogue": "preference", "summarization": "preference", "translati
 # Embeddings kept in memory per encoder: about 1.6 KB each, so at most ~160 MB. A long-running
 # process (the leaderboard server, a training run) sees an unbounded stream of new texts.
 CACHE_SIZE = 100_000
-MAX_BATCH_TOKENS = 8192  # padded token positions per forward pass (a batch of 64 prompts of 128)
+MAX_BATCH_TOKENS = 2048  # padded token positions per forward pass (64 texts of 32 tokens); see benchmarks/main_job_tokens.py
 
 
 def _words(text: str) -> int:

@@ -68,7 +68,8 @@ EMPTY_SCORE = -1.0
 DEGENERACY_WEIGHT = 1.0
 REPETITION_SCALE = 1.5
 CACHE_SIZE = 100_000
-MAX_BATCH_TOKENS = 4096  # padded token positions per forward pass (64 texts of 64 tokens)
+BATCH_SIZE = 64
+MAX_BATCH_TOKENS = 2048  # padded token positions per forward pass (64 texts of 32 tokens); see benchmarks/main_job_tokens.py
 GOLD_VERSION = 1  # bump when the score's definition changes (it is part of the judge's sha256)
 
 
@@ -201,7 +202,7 @@ class MPNetEncoder(CachedSentenceEncoder):
     progress_desc = "gold judge: embedding"
 
     def __init__(self, model_dir: str | Path | None = None, device: str | None = "cpu", cache_size: int = CACHE_SIZE,
-                 batch_size: int = 64, progress: bool = True, max_batch_tokens: int = MAX_BATCH_TOKENS,
+                 batch_size: int = BATCH_SIZE, progress: bool = True, max_batch_tokens: int = MAX_BATCH_TOKENS,
                  disk_cache=None):
         from transformers import AutoModel, AutoTokenizer
 
