@@ -12,7 +12,6 @@ import pytest
 
 from rlhf_gym.rewards import encoding as enc
 
-
 # ------------------------------------------------------------------------------ batching
 
 

@@ -42,7 +42,8 @@ TASK_KIND = {"dialogue": "preference", "summarization": "preference", "translati
 # Embeddings kept in memory per encoder: about 1.6 KB each, so at most ~160 MB. A long-running
 # process (the leaderboard server, a training run) sees an unbounded stream of new texts.
 CACHE_SIZE = 100_000
-MAX_BATCH_TOKENS = 2048  # padded token positions per forward pass (64 texts of 32 tokens); see benchmarks/main_job_tokens.py
+# padded token positions per forward pass (64 texts of 32 tokens); benchmarks/main_job_tokens.py
+MAX_BATCH_TOKENS = 2048
 
 
 def _words(text: str) -> int:
@@ -259,7 +260,11 @@ class EmbeddingRewardModel:
                  device: str | None = None):
         self.head = head.eval()
         self.kind = head.kind
-        self.encoder = encoder.to(device) if encoder is not None and device is not None else (encoder or get_encoder(device))
+        if encoder is None:
+            encoder = get_encoder(device)
+        elif device is not None:
+            encoder.to(device)
+        self.encoder = encoder
         self.name = name
         self.sha256 = head_sha256(head, self.encoder.encoder_id)
 

@@ -29,8 +29,9 @@ default ``cache_root()/embeddings``; ``off``, ``0``, ``false`` or ``no`` turn it
 fingerprint of the model folder (weights, tokenizer and config files), the pooling recipe, the
 truncation length and the text's sha256. It is safe for several processes at once (SQLite WAL, one
 short write transaction per batch, first writer wins), bounded (``$RLHF_GYM_EMBED_CACHE_MB``,
-default 1024: past it the least recently used rows are deleted down to about 80% of it), and never fatal: an unreadable or
-unwritable file turns it off for the process with one warning, and scoring goes on.
+default 1024: past it the least recently used rows are deleted down to about 80% of it), and
+never fatal: an unreadable or unwritable file turns it off for the process with one warning, and
+scoring goes on.
 """
 
 from __future__ import annotations

@@ -69,7 +69,8 @@ DEGENERACY_WEIGHT = 1.0
 REPETITION_SCALE = 1.5
 CACHE_SIZE = 100_000
 BATCH_SIZE = 64
-MAX_BATCH_TOKENS = 2048  # padded token positions per forward pass (64 texts of 32 tokens); see benchmarks/main_job_tokens.py
+# padded token positions per forward pass (64 texts of 32 tokens); benchmarks/main_job_tokens.py
+MAX_BATCH_TOKENS = 2048
 GOLD_VERSION = 1  # bump when the score's definition changes (it is part of the judge's sha256)
 
 
