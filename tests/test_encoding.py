@@ -146,17 +146,44 @@ def test_a_second_process_reads_embeddings_from_disk_not_the_model(minilm, tmp_p
     texts = ["A short one.", "A somewhat longer sentence about the weather today.", "word " * 40, "Hi"]
     cache = enc.DiskEmbeddingCache(tmp_path)
     first = _fresh_encoder(minilm, cache)
-    a = first.encode(texts, 128)
-    assert (first.texts_encoded, first.texts_from_disk) == (4, 0)
+    a = first.encode(texts, 128, persist=True)
+    first.encode(["A response, not kept on disk."], 128)
+    assert (first.texts_encoded, first.texts_from_disk) == (5, 0)
+    assert cache.count() == 4
     second = _fresh_encoder(minilm, cache)
-    b = second.encode(texts + ["A new text."], 128)
+    b = second.encode(texts + ["A new text."], 128, persist=True)
     assert (second.texts_encoded, second.texts_from_disk) == (1, 4)
     assert np.array_equal(a, b[:4])  # the stored vectors, bit for bit
-    c = second.encode(texts[:1], 64)  # another truncation length is another key
+    c = second.encode(texts[:1], 64, persist=True)  # another truncation length is another key
     assert second.texts_encoded == 2 and c.shape == (1, 384)
+    second.encode(["A response, not kept on disk."], 128, persist=False)
+    assert second.texts_encoded == 3 and second.texts_from_disk == 4
     off = _fresh_encoder(minilm, False)
-    np.testing.assert_allclose(off.encode(texts, 128), a, atol=1e-6)
+    np.testing.assert_allclose(off.encode(texts, 128, persist=True), a, atol=1e-6)
     assert off.texts_encoded == 4
+
+
+def test_a_text_stored_by_another_process_meanwhile_is_adopted(minilm, tmp_path):
+    """Two processes encode the same reference at once: the one that stores second uses the
+    first one's vector, so both score with the same bits."""
+
+    class LateCache(enc.DiskEmbeddingCache):  # its first lookup happens before the other's write
+        lookups = 0
+
+        def get(self, space, keys, dim):
+            self.lookups += 1
+            return {} if self.lookups == 1 else super().get(space, keys, dim)
+
+    text = "The reference both processes need."
+    alone = _fresh_encoder(minilm, False).encode([text], 128)[0]
+    # the other process's vector: computed in another batch, so off in its last bits
+    theirs = (alone + np.float32(3e-7)).astype(np.float32)
+    late = _fresh_encoder(minilm, LateCache(tmp_path))
+    late.disk_cache.put(late.cache_space(128), [(enc.text_key(text), theirs)])
+    ours = late.encode([text], 128, persist=True)[0]
+    assert late.texts_encoded == 1  # it computed its own vector (equal to ``alone``) ...
+    assert np.array_equal(ours, theirs) and not np.array_equal(ours, alone)  # ... but uses the stored one
+    assert np.array_equal(late.encode([text], 128, persist=True)[0], theirs)
 
 
 def test_batched_encoding_matches_one_text_at_a_time(minilm):

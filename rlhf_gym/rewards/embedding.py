@@ -142,7 +142,8 @@ def build_features(kind: str, encoder: SentenceEncoder, prompts: Sequence[str], 
     """
     n = len(responses)
     if kind == "preference":
-        p = encoder.encode(prompts, PROMPT_MAX_LEN, progress=progress)
+        # the prompts first, on their own (they persist in the disk cache; see rewards/encoding.py)
+        p = encoder.encode(prompts, PROMPT_MAX_LEN, progress=progress, persist=True)
         r = encoder.encode(responses, TEXT_MAX_LEN, progress=progress)
         words = np.array([_words(t) for t in responses], dtype=np.float64)
         return preference_features(p, r, words), np.arange(n)
@@ -157,8 +158,9 @@ def build_features(kind: str, encoder: SentenceEncoder, prompts: Sequence[str], 
                 owner.append(i)
                 hyps.append(response)
                 refs.append(ref)
-        both = encoder.encode(hyps + refs, TEXT_MAX_LEN, progress=progress)  # one length-sorted pass
-        h, e = both[:len(hyps)], both[len(hyps):]
+        # the references first, on their own (they persist in the disk cache; see rewards/encoding.py)
+        e = encoder.encode(refs, TEXT_MAX_LEN, progress=progress, persist=True)
+        h = encoder.encode(hyps, TEXT_MAX_LEN, progress=progress)
         hw = np.array([_words(t) for t in hyps], dtype=np.float64)
         ew = np.array([_words(t) for t in refs], dtype=np.float64)
         return reference_features(h, e, hw, ew), np.array(owner, dtype=np.int64)
@@ -283,15 +285,16 @@ class EmbeddingRewardModel:
 
     def precompute(self, prompts: Sequence[str], responses: Sequence[str],
                    references: Sequence[Sequence[str]] | None = None, progress: bool = False) -> None:
-        """Embed every text a call with these arguments needs, one length-sorted pass per
-        truncation length (see :func:`rlhf_gym.rewards.encoding.precompute_embeddings`)."""
+        """Embed every text a call with these arguments needs, in the calls it makes, each one
+        length-sorted pass (see :func:`rlhf_gym.rewards.encoding.precompute_embeddings`)."""
         if self.kind == "preference":
-            self.encoder.encode(prompts, PROMPT_MAX_LEN, progress=progress)
+            self.encoder.encode(prompts, PROMPT_MAX_LEN, progress=progress, persist=True)
             self.encoder.encode(responses, TEXT_MAX_LEN, progress=progress)
         elif references is not None:
-            texts = [t for response, refs in zip(responses, references) if refs and not isinstance(refs, str)
-                     for t in (response, *refs)]
-            self.encoder.encode(texts, TEXT_MAX_LEN, progress=progress)
+            items = [(response, refs) for response, refs in zip(responses, references)
+                     if refs and not isinstance(refs, str)]
+            self.encoder.encode([r for _, refs in items for r in refs], TEXT_MAX_LEN, progress=progress, persist=True)
+            self.encoder.encode([response for response, _ in items], TEXT_MAX_LEN, progress=progress)
 
     def score_features(self, features: np.ndarray) -> np.ndarray:
         # One row at a time: a batched matmul picks kernels by batch shape, so the same item

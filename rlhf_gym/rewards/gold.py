@@ -229,9 +229,10 @@ class MPNetEncoder(CachedSentenceEncoder):
         self._setup(model_dir, device, batch_size, max_batch_tokens, cache_size, disk_cache,
                     known_sha256=self.weights_sha256)
 
-    def encode(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
-        """(n, 768) float32 unit vectors, truncated at ``max_length`` tokens."""
-        return super().encode(texts, self.max_length, progress=progress)
+    def encode(self, texts: Sequence[str], progress: bool = False, persist: bool = False) -> np.ndarray:
+        """(n, 768) float32 unit vectors, truncated at ``max_length`` tokens; ``persist`` for
+        references (see :meth:`CachedSentenceEncoder.encode`)."""
+        return super().encode(texts, self.max_length, progress=progress, persist=persist)
 
 
 _ENCODER: MPNetEncoder | None = None
@@ -351,9 +352,9 @@ class GoldJudge:
                 raise ValueError(f"{self.name}: item {i}: references must be a non-empty list of strings")
             owner += [i] * len(item_refs)
             refs += list(item_refs)
-        h = self.encoder.encode(list(responses) + refs)
-        e = h[n:]
-        h = h[:n]
+        # the references first, on their own (they persist in the disk cache; see rewards/encoding.py)
+        e = self.encoder.encode(refs, persist=True)
+        h = self.encoder.encode(list(responses))
         owner = np.asarray(owner)
         cos = np.einsum("ij,ij->i", h[owner].astype(np.float64), e.astype(np.float64))
         out = np.full(n, -np.inf)
@@ -367,10 +368,11 @@ class GoldJudge:
 
     def precompute(self, prompts: Sequence[str], responses: Sequence[str],
                    references: Sequence[Sequence[str]] | None = None, progress: bool = False) -> None:
-        """Embed every response and reference in one length-sorted pass (see
+        """Embed every reference, then every response, each in one length-sorted pass (see
         :func:`rlhf_gym.rewards.encoding.precompute_embeddings`)."""
         refs = [t for item in (references or ()) if not isinstance(item, str) for t in item]
-        self.encoder.encode(list(responses) + refs, progress=progress)
+        self.encoder.encode(refs, progress=progress, persist=True)
+        self.encoder.encode(list(responses), progress=progress)
 
     def components(self, prompts: Sequence[str], responses: Sequence[str],
                    references: Sequence[Sequence[str]]) -> dict[str, np.ndarray]:
