@@ -238,11 +238,26 @@ class DiskEmbeddingCache:
         # WITHOUT ROWID, whose rows spill to overflow pages past ~1 KiB) keeps them there. The page
         # size only takes effect on a new file, before WAL is switched on.
         conn.execute("PRAGMA page_size=16384")
-        conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("CREATE TABLE IF NOT EXISTS embeddings (space TEXT NOT NULL, key BLOB NOT NULL, "
-                     "vector BLOB NOT NULL, used INTEGER NOT NULL, PRIMARY KEY (space, key))")
-        conn.execute("CREATE INDEX IF NOT EXISTS embeddings_used ON embeddings (used)")
+        # Two processes opening a new file at once: switching to WAL and a schema write begun as a
+        # read can both get "database is locked" at once, without SQLite's busy wait; retried here.
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("BEGIN IMMEDIATE")  # waits (busy timeout) for the write lock
+                conn.execute("CREATE TABLE IF NOT EXISTS embeddings (space TEXT NOT NULL, key BLOB NOT NULL, "
+                             "vector BLOB NOT NULL, used INTEGER NOT NULL, PRIMARY KEY (space, key))")
+                conn.execute("CREATE INDEX IF NOT EXISTS embeddings_used ON embeddings (used)")
+                conn.execute("COMMIT")
+                break
+            except sqlite3.OperationalError as err:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if "locked" not in str(err) and "busy" not in str(err) or time.monotonic() > deadline:
+                    conn.close()
+                    raise
+                time.sleep(0.05)
         self._conn, self._pid = conn, os.getpid()
         return conn
 
