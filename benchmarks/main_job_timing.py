@@ -16,7 +16,8 @@ as the README's figure assumes "MPNet already unpacked"):
    change alone buys; its scores are compared with the baseline's).
 4. ``current-warm``: run 2 again on its now filled disk cache (what a second run costs).
 
-Each run records wall seconds, the child's CPU seconds (user + system, less sensitive to other
+No thread limit reaches the runs (the README's ``make bench`` sets none): each uses torch's
+default, every core here. Each run records wall seconds, the child's CPU seconds (user + system, less sensitive to other
 load on a shared machine than wall time) and the load averages before and after. The JSON is
 rewritten after every run; ``--resume`` skips runs already in it (same ``--work-dir``).
 ``--limit N`` makes a quick smoke test of the script itself.
@@ -38,6 +39,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 V0_ENVS = ["rlhf_gym/Dialogue-v0", "rlhf_gym/Summarization-v0", "rlhf_gym/Translation-v0"]
 
 
@@ -73,12 +75,16 @@ def cache_env(work: Path, name: str, code: Path, encoders: Path, fresh: bool = T
     env.update({"PYTHONPATH": str(code), "RLHF_GYM_CACHE": str(root / "rlhf_gym"), "HF_HOME": str(root / "hf"),
                 "XDG_CACHE_HOME": str(root), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
     env.pop("RLHF_GYM_EMBED_CACHE", None)  # the default place: inside the fresh cache root
+    # the README's `make bench` sets no thread limit: both runs use torch's default (every core)
+    for name in THREAD_VARS:
+        env.pop(name, None)
     return env
 
 
 def run(name: str, code: Path, extra: list[str], env: dict[str, str], work: Path, limit: int | None) -> dict:
     out = work / f"{name}.json"
     out.unlink(missing_ok=True)
+    shutil.rmtree(out.with_name(out.name + ".shards"), ignore_errors=True)  # bench would resume from them
     cmd = [sys.executable, "-m", "rlhf_gym.cli", "bench", "--agent", "retrieval", "--vs", "lead", "--out", str(out),
            *extra, *(["--limit", str(limit)] if limit else [])]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -158,7 +164,10 @@ def main(argv=None) -> int:
         "baseline_commit": baseline, "limit": args.limit,
         "machine": {"cpus": os.cpu_count(), "cpu": platform.processor() or platform.machine(),
                     "python": platform.python_version(),
-                    "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "(unset)")},
+                    "OMP_NUM_THREADS_of_this_script": os.environ.get("OMP_NUM_THREADS", "(unset)"),
+                    "thread_limits_of_the_runs": "none (OMP/MKL/OPENBLAS_NUM_THREADS removed: torch's default)",
+                    "pre_warmed": "the MPNet folder (a one-time install step) is assembled before, untimed, and "
+                                  "linked into every run's fresh cache root; nothing else is shared"},
         "runs": {},
     }
     if args.resume and out_path.exists():
@@ -169,7 +178,10 @@ def main(argv=None) -> int:
         import torch
 
         report["machine"]["torch"] = torch.__version__
-        report["machine"]["torch_threads"] = torch.get_num_threads()
+        probe = [sys.executable, "-c", "import torch; print(torch.get_num_threads())"]
+        clean = {k: v for k, v in os.environ.items() if k not in THREAD_VARS}
+        report["machine"]["torch_threads_of_the_runs"] = int(subprocess.run(
+            probe, env=clean, check=True, capture_output=True, text=True).stdout.strip())
     except ImportError:  # pragma: no cover
         pass
 
