@@ -24,8 +24,8 @@ a process the in-memory cache makes every score bit-deterministic (a text keeps 
 first); for prompts and references the disk cache does the same across processes (the first
 vector stored is the one every process uses). Prompts and references are encoded in calls of
 their own, never batched with responses, so their vectors do not depend on which agent was
-scored. Scores before and after this module agree within 4e-6 (reward heads) and 2e-6 (judge
-cosines) on the main job; see docs/performance.md.
+scored. The measured per-example differences from the committed results are in
+docs/performance.md.
 
 The disk cache is one SQLite file, ``embeddings.sqlite3``, in ``$RLHF_GYM_EMBED_CACHE`` (a folder;
 default ``cache_root()/embeddings``; ``off``, ``0``, ``false`` or ``no`` turn it off), keyed by a
