@@ -576,7 +576,10 @@ def results_table(results: dict[str, Any]):
                           "check (95% CI)")
     columns = ["env", "n", "BLEU", "chrF", "R-1", "R-2", "R-L", "R-Lsum", "reward", "win vs ref", "LC vs ref"]
     columns += ["win vs " + vs["spec"].split(":")[0], "LC vs " + vs["spec"].split(":")[0]] if vs else []
-    columns += [f"win vs {winrate.BASELINE_AGENT}", f"LC vs {winrate.BASELINE_AGENT}", "unsafe", "words"]
+    # --vs lead already shows the comparison with the baseline agent: no second copy of those columns
+    with_baseline = not (vs and vs["spec"] == winrate.BASELINE_AGENT)
+    columns += [f"win vs {winrate.BASELINE_AGENT}", f"LC vs {winrate.BASELINE_AGENT}"] if with_baseline else []
+    columns += ["unsafe", "words"]
     for column in columns:
         table.add_column(column, justify="left" if column == "env" else "right", no_wrap=True)
     for env_id, block in results["envs"].items():
@@ -588,8 +591,9 @@ def results_table(results: dict[str, Any]):
                metrics.format_rate(m["win_rate_vs_reference"]), winrate.format_lc(m.get("lc_win_rate_vs_reference"))]
         if vs:
             row += [metrics.format_rate(m["win_rate_vs_agent"]), winrate.format_lc(m.get("lc_win_rate_vs_agent"))]
-        row += [metrics.format_rate(m.get("win_rate_vs_baseline")), winrate.format_lc(m.get("lc_win_rate_vs_baseline")),
-                metrics.format_rate(m.get("unsafe_rate")), f"{m['length']['mean_words']:.1f}"]
+        if with_baseline:
+            row += [metrics.format_rate(m.get("win_rate_vs_baseline")), winrate.format_lc(m.get("lc_win_rate_vs_baseline"))]
+        row += [metrics.format_rate(m.get("unsafe_rate")), f"{m['length']['mean_words']:.1f}"]
         table.add_row(*row)
     return table
 

@@ -231,3 +231,18 @@ def test_lc_warning_flags_rates_far_from_raw_as_alpacaeval_does():
     assert winrate.format_lc(lc).endswith(" !") and not winrate.format_lc({**lc, "mean": 0.9}).endswith("!")
     results = {"envs": {"rlhf_gym/Dialogue-v1": {"metrics": {"lc_win_rate_vs_baseline": lc}}}}
     assert "! LC far from the raw rate on Dialogue-v1" in winrate.overall_line(results)
+
+
+def test_results_table_shows_the_baseline_columns_once():
+    from rlhf_gym.evaluation import results_table
+
+    rate = {"mean": 0.5, "ci_low": 0.4, "ci_high": 0.6}
+    metrics = {"bleu": 1.0, "chrf": 2.0, "rouge1": 3.0, "rouge2": 4.0, "rougeL": 5.0, "rougeLsum": 6.0,
+               "reward_mean": 0.1, "win_rate_vs_reference": rate, "win_rate_vs_agent": rate,
+               "win_rate_vs_baseline": rate, "length": {"mean_words": 7.0}}
+    results = {"agent": {"spec": "retrieval"}, "envs": {"rlhf_gym/X-v0": {"n": 10, "metrics": metrics}}}
+    for vs, expected in (("lead", ["win vs lead"]), ("smollm2", ["win vs smollm2", "win vs lead"]), (None, ["win vs lead"])):
+        table = results_table({**results, **({"vs_agent": {"spec": vs}} if vs else {})})
+        headers = [str(c.header) for c in table.columns]
+        assert [h for h in headers if h.startswith("win vs ") and h != "win vs ref"] == expected
+        assert len(headers) == len(set(headers))
