@@ -144,8 +144,10 @@ def cmd_envs(args) -> int:
 
     for task in list_tasks():
         print(f"{task.env_id}\t{task.token_env_id}\t{task.kind}\t{task.source}\t{task.description}")
-    print("rlhf_gym/DialogueMemory-v0\t-\tdialogue\tchitchat\tMulti-turn: real conversations with planted, "
-          "updated and probed facts (envs/DialogueMemory.md).")
+    print("rlhf_gym/DialogueMemory-v1\t-\tdialogue\tchitchat\tMulti-turn: real conversations with planted, "
+          "updated and probed facts; a probe reply naming other facts' values scores 0 (envs/DialogueMemory.md).")
+    print("rlhf_gym/DialogueMemory-v0\t-\tdialogue\tchitchat\tAs v1 with the v0 memory rule (a reply dumping "
+          "every fact scores; kept for the recorded results).")
     return 0
 
 

@@ -473,15 +473,14 @@ def run_bench(agent_spec: str, env_ids: Sequence[str] | None = None, *, vs_spec:
     check_limit(limit)
     if int(batch_size) < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
-    from rlhf_gym.envs.memory import is_memory_env
+    from rlhf_gym.envs.memory import is_memory_env, memory_env_version
 
     env_ids = list(env_ids or list_env_ids())
     # DialogueMemory ids play whole multi-turn episodes: rlhf_gym.memory.bench, after the sharded envs
     memory_ids = [e for e in env_ids if is_memory_env(e)]
     other_ids = [e for e in env_ids if not is_memory_env(e)]
     for env_id in memory_ids:  # a bad id fails before any work
-        if env_id.split("/")[-1] != "DialogueMemory-v0":
-            raise ValueError(f"unknown env id {env_id!r}; the memory env is rlhf_gym/DialogueMemory-v0")
+        memory_env_version(env_id)
     kwargs = dict(vs_spec=vs_spec, split=split, limit=limit, batch_size=batch_size, out=out, resume=resume,
                   show_progress=show_progress, reward=reward, safety_coef=safety_coef, executor=executor,
                   address=address, num_cpus=num_cpus, shard_size=shard_size, max_retries=max_retries, safety=safety)

@@ -1,4 +1,4 @@
-"""``rlhf_gym/DialogueMemory-v0``: a multi-turn conversation that tests what the agent remembers.
+"""``rlhf_gym/DialogueMemory-v1`` (and ``-v0``): a multi-turn conversation that tests what the agent remembers.
 
 Episodes replay real conversations (chitchat-dataset; train/validation/test split by conversation
 as ``rlhf_gym/Dialogue-v1``). The partner's turns are the real human turns, into which the env
@@ -13,8 +13,13 @@ the history. See :mod:`rlhf_gym.memory.plan` for the schedule and the scoring ru
 - reward: the Dialogue-v1 reward (``reward_model``, default ``builtin``: the proxy head, on the
   Dialogue prompt format of the last six turns) at every turn, plus ``memory_weight`` (default 3.0)
   times ``memory_correct`` (0 or 1) at a probe turn.
+- ``memory_correct`` (:func:`rlhf_gym.memory.plan.memory_score`): v0, the latest value named and the
+  stale one not; v1 (the current id: the v0 rule was reward-hacked by copying the fact store into
+  replies), also no value of another fact of the episode that the partner has stated so far.
 - ``info`` of a step: ``turn`` (the answered agent turn), ``is_probe``, ``memory_correct`` (1.0/0.0; None off
-  probes), ``distance`` (agent turns since the right value was last said; 0 off probes),
+  probes), ``memory_correct_v0`` (the v0 rule, on either version), ``names_answer``, ``names_stale``,
+  ``other_values_named`` (list; what v1 penalises), ``n_other_values_named``,
+  ``distance`` (agent turns since the right value was last said; 0 off probes),
   ``updated``, ``slot``, ``answer``, ``stale``, ``score`` and the other reward components,
   ``memory_bonus``, ``response``, ``references`` (of the answered turn).
 - ``reset`` info: ``example_id`` (the conversation id), ``index``, ``turn`` (0), ``n_turns``,
@@ -34,7 +39,7 @@ import numpy as np
 from rlhf_gym.data import DIALOGUE_HISTORY_TURNS, dialogue_prompt
 from rlhf_gym.envs.text_env import (MAX_PROMPT_CHARS, check_response, make_env_reward, pick_example,
                                     render_transcript, terminal_observation, text_space)
-from rlhf_gym.memory.plan import Episode, load_episodes, memory_correct
+from rlhf_gym.memory.plan import MEMORY_RULE_VERSIONS, Episode, load_episodes, memory_score
 
 BASE_TASK = "rlhf_gym/Dialogue-v1"
 MEMORY_ENV_PREFIX = "rlhf_gym/DialogueMemory-"
@@ -45,24 +50,41 @@ def is_memory_env(env_id: str) -> bool:
     return env_id.startswith(MEMORY_ENV_PREFIX) or env_id.startswith("DialogueMemory-")
 
 
+MEMORY_ENV_IDS = tuple(f"{MEMORY_ENV_PREFIX}v{v}" for v in MEMORY_RULE_VERSIONS)
+
+
+def memory_env_version(env_id: str) -> int:
+    """The version of a DialogueMemory id (``rlhf_gym/DialogueMemory-v1`` or ``DialogueMemory-v1`` -> 1);
+    an unknown one is an error naming the known ids."""
+    name = env_id.split("/")[-1]
+    for version in MEMORY_RULE_VERSIONS:
+        if name == f"DialogueMemory-v{version}":
+            return version
+    raise ValueError(f"unknown DialogueMemory env {env_id!r}; known: {', '.join(MEMORY_ENV_IDS)}")
+
+
 def probe_summary(episode: Episode) -> list[dict[str, Any]]:
     return [{"turn": f.probe, "slot": f.slot, "answer": f.value, "stale": f.first_value, "distance": f.distance,
              "updated": f.updated} for f in episode.facts]
 
 
 class DialogueMemoryEnv(gym.Env[str, str]):
-    """``gymnasium.make("rlhf_gym/DialogueMemory-v0", split="test")``; see the module docstring."""
+    """``gymnasium.make("rlhf_gym/DialogueMemory-v1", split="test")``; see the module docstring.
+    ``version`` is the memory rule (the registered id sets it; the class default is v0, unchanged)."""
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4}
 
     def __init__(self, split: str = "train", reward_model: Any = "builtin", memory_weight: float = DEFAULT_MEMORY_WEIGHT,
-                 render_mode: str | None = None, **penalties):
+                 render_mode: str | None = None, version: int = 0, **penalties):
         from rlhf_gym.tasks import get_task
 
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
         if not math.isfinite(memory_weight) or memory_weight < 0:
             raise ValueError(f"memory_weight must be a finite number >= 0, got {memory_weight!r}")
+        if version not in MEMORY_RULE_VERSIONS:
+            raise ValueError(f"unknown DialogueMemory version {version!r}; known: {MEMORY_RULE_VERSIONS}")
+        self.version = int(version)
         self.task = get_task(BASE_TASK)
         self.split, self.render_mode, self.memory_weight = split, render_mode, float(memory_weight)
         self.examples = list(load_episodes(split))
@@ -118,14 +140,22 @@ class DialogueMemoryEnv(gym.Env[str, str]):
         prompt = self._history(None)
         info: dict[str, Any] = {"example_id": ep.id, "index": self._example_index, "turn": t,
                                 "references": [ep.references[t]], "source": ep.partner[t],
-                                "is_probe": t in ep.probe_at, "memory_correct": None, "distance": 0,
+                                "is_probe": t in ep.probe_at, "memory_correct": None, "memory_correct_v0": None,
+                                "names_answer": False, "names_stale": False, "other_values_named": [],
+                                "n_other_values_named": 0, "distance": 0,
                                 "updated": False, "slot": "", "answer": "", "stale": ""}
         info.update(components)
         reward = total
         if t in ep.probe_at:
             fact = ep.facts[ep.probe_at[t]]
-            correct = float(memory_correct(response, fact.value, fact.first_value))
-            info.update(memory_correct=correct, distance=fact.distance, updated=fact.updated, slot=fact.slot,
+            parts = memory_score(response, fact.value, fact.first_value, ep.other_values(ep.probe_at[t], t),
+                                 version=self.version)
+            correct = float(parts["memory_correct"])
+            info.update(memory_correct=correct, memory_correct_v0=float(parts["memory_correct_v0"]),
+                        names_answer=parts["names_answer"], names_stale=parts["names_stale"],
+                        other_values_named=parts["other_values_named"],
+                        n_other_values_named=len(parts["other_values_named"]),
+                        distance=fact.distance, updated=fact.updated, slot=fact.slot,
                         answer=fact.value, stale=fact.first_value or "")
             reward += self.memory_weight * correct
         info["memory_bonus"] = reward - total
@@ -160,7 +190,8 @@ def step_many(envs: list[DialogueMemoryEnv], actions: list[str]) -> list[tuple]:
 
 def register_memory_envs() -> None:
     registry = gym.envs.registration.registry
-    env_id = f"{MEMORY_ENV_PREFIX}v0"
-    registry.pop(env_id, None)
-    # No vector entry point: gymnasium.make_vec gives SyncVectorEnv/AsyncVectorEnv over this env.
-    gym.register(id=env_id, entry_point="rlhf_gym.envs.memory:DialogueMemoryEnv", disable_env_checker=False)
+    for version, env_id in zip(MEMORY_RULE_VERSIONS, MEMORY_ENV_IDS):
+        registry.pop(env_id, None)
+        # No vector entry point: gymnasium.make_vec gives SyncVectorEnv/AsyncVectorEnv over this env.
+        gym.register(id=env_id, entry_point="rlhf_gym.envs.memory:DialogueMemoryEnv", kwargs={"version": version},
+                     disable_env_checker=False)

@@ -1,4 +1,4 @@
-"""``rlhf-gym bench --envs rlhf_gym/DialogueMemory-v0``: play whole episodes and report memory.
+"""``rlhf-gym bench --envs rlhf_gym/DialogueMemory-v1`` (or ``-v0``): play whole episodes and report memory.
 
 All episodes of the split (or the first ``limit``) run in lockstep: at each turn the agent gets
 every unfinished episode's observation in one batch, and each env's ``step`` scores the replies, so
@@ -23,8 +23,9 @@ from rlhf_gym.memory.plan import DISTANCE_BUCKETS, distance_bucket
 
 def play_episodes(agent, split: str = "test", limit: int | None = None, reward: Any = None,
                   safety_coef: float = 0.0, batch_size: int = 32, show_progress: bool = True,
-                  memory_weight: float | None = None) -> tuple[list[dict[str, Any]], Any]:
-    """Run ``agent`` through the first ``limit`` episodes; (one record per agent turn, reward model)."""
+                  memory_weight: float | None = None, version: int = 0) -> tuple[list[dict[str, Any]], Any]:
+    """Run ``agent`` through the first ``limit`` episodes of DialogueMemory-v``version``; (one record
+    per agent turn, reward model)."""
     from rlhf_gym.envs.memory import DEFAULT_MEMORY_WEIGHT, DialogueMemoryEnv, step_many
     from rlhf_gym.evaluation import SCORE_BATCH
     from rlhf_gym.memory.plan import load_episodes
@@ -34,9 +35,11 @@ def play_episodes(agent, split: str = "test", limit: int | None = None, reward: 
         raise ValueError(f"no DialogueMemory episodes to play (split {split!r}, limit {limit})")
     penalties = {"safety_coef": safety_coef} if safety_coef else {}
     weight = DEFAULT_MEMORY_WEIGHT if memory_weight is None else memory_weight
-    first = DialogueMemoryEnv(split, reward_model=reward or "builtin", memory_weight=weight, **penalties)
+    first = DialogueMemoryEnv(split, reward_model=reward or "builtin", memory_weight=weight, version=version,
+                              **penalties)
     shared_reward = first.reward_fn.reward_model  # one loaded reward model for every episode
-    envs = [first] + [DialogueMemoryEnv(split, reward_model=shared_reward, memory_weight=weight, **penalties)
+    envs = [first] + [DialogueMemoryEnv(split, reward_model=shared_reward, memory_weight=weight, version=version,
+                                        **penalties)
                       for _ in range(n - 1)]
     observations, infos = zip(*(env.reset(options={"index": i}) for i, env in enumerate(envs)))
     observations, infos = list(observations), list(infos)
@@ -71,7 +74,10 @@ def play_episodes(agent, split: str = "test", limit: int | None = None, reward: 
                 records.append({"id": info["example_id"], "turn": info["turn"], "partner": info["source"],
                                 "prediction": reply, "references": info["references"], "reward": float(reward),
                                 "score": float(info.get("score", reward)), "is_probe": bool(info["is_probe"]),
-                                "memory_correct": info["memory_correct"], "distance": int(info["distance"]),
+                                "memory_correct": info["memory_correct"],
+                                "memory_correct_v0": info["memory_correct_v0"],
+                                "other_values_named": list(info["other_values_named"]),
+                                "distance": int(info["distance"]),
                                 "updated": bool(info["updated"]), "slot": info["slot"], "answer": info["answer"],
                                 "stale": info["stale"]})
                 observations[i] = obs
@@ -122,17 +128,27 @@ def memory_block(agent_spec: str, env_id: str, *, split: str = "test", limit: in
     """The per-env block ``bench`` writes for a DialogueMemory env."""
     import rlhf_gym.memory.agents  # noqa: F401  (registers smollm2-full/-window/-memory)
     from rlhf_gym.agents import make_agent
-    from rlhf_gym.envs.memory import BASE_TASK, DEFAULT_MEMORY_WEIGHT
-    from rlhf_gym.evaluation import _model_id
+    from rlhf_gym.envs.memory import BASE_TASK, memory_env_version
     from rlhf_gym.tasks import get_task
 
-    if env_id.split("/")[-1] != "DialogueMemory-v0":
-        raise ValueError(f"unknown DialogueMemory env {env_id!r}; known: rlhf_gym/DialogueMemory-v0")
+    version = memory_env_version(env_id)
     agent = make_agent(agent_spec, get_task(BASE_TASK))
-    records, reward_model = play_episodes(agent, split, limit, reward, safety_coef, batch_size, show_progress)
+    records, reward_model = play_episodes(agent, split, limit, reward, safety_coef, batch_size, show_progress,
+                                          version=version)
+    return block_from_records(records, version, split=split, limit=limit, reward_model=reward_model,
+                              safety_coef=safety_coef)
+
+
+def block_from_records(records: list[dict[str, Any]], version: int, *, split: str, limit: int | None,
+                       reward_model: Any, safety_coef: float = 0.0) -> dict[str, Any]:
+    """A DialogueMemory-v``version`` results block from per-turn records (``play_episodes``)."""
+    from rlhf_gym.envs.memory import DEFAULT_MEMORY_WEIGHT, MEMORY_ENV_PREFIX
+    from rlhf_gym.evaluation import _model_id
+
     n_episodes = len({r["id"] for r in records})
     return {
-        "env_id": "rlhf_gym/DialogueMemory-v0", "task": "dialogue-memory", "version": 0, "source": "chitchat",
+        "env_id": f"{MEMORY_ENV_PREFIX}v{version}", "task": "dialogue-memory", "version": version,
+        "source": "chitchat",
         "split": split, "n": n_episodes, "n_turns": len(records), "n_probes": sum(r["is_probe"] for r in records),
         "limit": limit, "memory_weight": DEFAULT_MEMORY_WEIGHT, "reward_model": _model_id(reward_model),
         "judge": None, "safety_coef": float(safety_coef), "metrics": memory_metrics(records), "generations": records,

@@ -65,6 +65,35 @@ def memory_correct(reply: str, answer: str, stale: str | None = None) -> bool:
     return mentions(reply, answer) and not (stale and mentions(reply, stale))
 
 
+# Versions of the memory rule (the env id's version: DialogueMemory-v0, -v1).
+MEMORY_RULE_VERSIONS = (0, 1)
+
+
+def memory_score(reply: str, answer: str, stale: str | None, other_values: list[str] | tuple[str, ...] = (),
+                 version: int = 1) -> dict[str, Any]:
+    """Every component of a probe's memory score, and ``memory_correct`` under rule ``version``.
+
+    - v0: the reply names the latest value (``names_answer``) and not the stale one an update
+      replaced (``names_stale``): :func:`memory_correct`.
+    - v1: v0, **and** the reply names none of ``other_values`` (the values of the episode's other
+      facts the partner has stated by this turn: :meth:`Episode.other_values`). A reply that lists
+      everything it knows (e.g. copies a fact store into the reply) answers no question: with
+      2-3 facts per episode, it names another fact's value and scores 0. An other value that is
+      itself part of the answer (whole words) is not counted, so a right answer is never penalised
+      for its own words (the lexicons have no such pair; the guard keeps the rule well defined).
+
+    Returns ``names_answer``, ``names_stale``, ``other_values_named`` (the other values found, in
+    the order given), ``memory_correct_v0`` and ``memory_correct`` (bools; the latter under ``version``)."""
+    if version not in MEMORY_RULE_VERSIONS:
+        raise ValueError(f"unknown memory rule version {version!r}; known: {MEMORY_RULE_VERSIONS}")
+    names_answer = mentions(reply, answer)
+    names_stale = bool(stale) and mentions(reply, stale)
+    named = [v for v in other_values if mentions(reply, v) and not mentions(answer, v)]
+    v0 = names_answer and not names_stale
+    return {"names_answer": names_answer, "names_stale": names_stale, "other_values_named": named,
+            "memory_correct_v0": v0, "memory_correct": v0 and not (version >= 1 and named)}
+
+
 # ------------------------------------------------------------------------------ planning
 
 
@@ -175,6 +204,19 @@ class Episode:
     @property
     def n_turns(self) -> int:
         return len(self.partner)
+
+    def other_values(self, fact_index: int, turn: int) -> list[str]:
+        """The values of the episode's facts other than ``facts[fact_index]`` that the partner has
+        stated by partner turn ``turn`` (planted or updated at or before it): the first value and,
+        once updated, the new one. What a reply naming "everything A said" would contain."""
+        values = []
+        for i, fact in enumerate(self.facts):
+            if i == fact_index or fact.plant > turn:
+                continue
+            values.append(fact.first_value if fact.updated else fact.value)
+            if fact.updated and fact.update <= turn:
+                values.append(fact.value)
+        return values
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "topic": self.topic, "partner": self.partner, "real_replies": self.real_replies,

@@ -53,14 +53,13 @@ class EpisodePool:
 
     def __init__(self, env_id: str, num_envs: int, n_episodes: int, split: str = "train", reward_model: Any = None,
                  **penalties):
-        from rlhf_gym.envs.memory import MEMORY_ENV_PREFIX, DialogueMemoryEnv
+        from rlhf_gym.envs.memory import DialogueMemoryEnv, memory_env_version
 
-        if env_id.split("/")[-1] != MEMORY_ENV_PREFIX.split("/")[-1] + "v0":
-            raise ValueError(f"multi-turn training supports rlhf_gym/DialogueMemory-v0, got {env_id!r}")
+        version = memory_env_version(env_id)  # v0 or v1: the memory rule the reward uses
         first = DialogueMemoryEnv(split, reward_model=reward_model if reward_model is not None else "builtin",
-                                  **penalties)
+                                  version=version, **penalties)
         shared = first.reward_fn.reward_model  # one reward model for every episode
-        self.envs = [first] + [DialogueMemoryEnv(split, reward_model=shared, **penalties)
+        self.envs = [first] + [DialogueMemoryEnv(split, reward_model=shared, version=version, **penalties)
                                for _ in range(n_episodes - 1)]
         self.num_envs, self.n_episodes, self.split = int(num_envs), int(n_episodes), split
         self.examples, self.task = first.examples, first.task
