@@ -1,4 +1,4 @@
-"""Before/after table of a DialogueMemory-v0 policy change (e.g. RLOO from SmolLM2), from two bench files.
+"""Before/after table of a DialogueMemory (v0 or v1) policy change (e.g. RLOO from SmolLM2), from two bench files.
 
     python baselines/memory_rl_compare.py BEFORE.json AFTER.json [--md OUT.md]
     python baselines/memory_rl_compare.py --select VALIDATION.json ...   # prints the chosen agent spec
@@ -19,14 +19,15 @@ from pathlib import Path
 
 from rlhf_gym.metrics import format_rate, paired_gap_stats
 
-ENV = "rlhf_gym/DialogueMemory-v0"
+ENVS = ("rlhf_gym/DialogueMemory-v1", "rlhf_gym/DialogueMemory-v0")  # the first one a file holds is read
 
 
 def block(path: str) -> tuple[str, dict]:
     results = json.loads(Path(path).read_text(encoding="utf-8"))
-    if ENV not in results.get("envs", {}):
-        raise ValueError(f"{path} has no {ENV} block")
-    return results["agent"]["spec"], results["envs"][ENV]
+    env = next((e for e in ENVS if e in results.get("envs", {})), None)
+    if env is None:
+        raise ValueError(f"{path} has no DialogueMemory block ({' or '.join(ENVS)})")
+    return results["agent"]["spec"], results["envs"][env]
 
 
 def paired(before: dict, after: dict, probes: bool) -> dict:
@@ -73,7 +74,9 @@ def main(argv=None) -> int:
     (spec_b, before), (spec_a, after) = block(args.files[0]), block(args.files[1])
     if (before["split"], before["n"]) != (after["split"], after["n"]):
         raise ValueError(f"different episodes: {before['split']}/{before['n']} vs {after['split']}/{after['n']}")
-    title = (f"DialogueMemory-v0, split {before['split']}, {before['n']} episodes, "
+    if before["env_id"] != after["env_id"]:
+        raise ValueError(f"different memory rules: {before['env_id']} vs {after['env_id']}; compare like with like")
+    title = (f"{before['env_id'].split('/')[-1]}, split {before['split']}, {before['n']} episodes, "
              f"{before['n_probes']} probes, {before['n_turns'] - before['n_probes']} ordinary turns")
     lines = [title, "",
              "| policy | memory acc [95% Wilson] | RM score, ordinary turns [95% bootstrap] |", "|---|---|---|"]

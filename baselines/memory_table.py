@@ -1,4 +1,4 @@
-"""Accuracy-by-distance table (markdown) and PNG from DialogueMemory-v0 bench results.
+"""Accuracy-by-distance table (markdown) and PNG from DialogueMemory (v0 or v1) bench results.
 
     python baselines/memory_table.py baselines/memory/*.json --png baselines/memory/accuracy_by_distance.png
 
@@ -15,7 +15,7 @@ from pathlib import Path
 from rlhf_gym.memory.plan import DISTANCE_BUCKETS
 from rlhf_gym.metrics import format_rate
 
-ENV = "rlhf_gym/DialogueMemory-v0"
+ENVS = ("rlhf_gym/DialogueMemory-v1", "rlhf_gym/DialogueMemory-v0")  # the first one a file holds is read
 
 
 def cell(rate: dict) -> str:
@@ -30,9 +30,12 @@ def load(paths: list[str]) -> list[tuple[str, dict]]:
         if path.endswith(".partial"):
             continue
         results = json.loads(Path(path).read_text(encoding="utf-8"))
-        if ENV not in results.get("envs", {}):
-            raise ValueError(f"{path} has no {ENV} block")
-        rows.append((results["agent"]["spec"], results["envs"][ENV]))
+        env = next((e for e in ENVS if e in results.get("envs", {})), None)
+        if env is None:
+            raise ValueError(f"{path} has no DialogueMemory block ({' or '.join(ENVS)})")
+        rows.append((results["agent"]["spec"], results["envs"][env]))
+    if len({block["env_id"] for _, block in rows}) > 1:
+        raise ValueError("the files mix DialogueMemory versions (memory rules); table one version at a time")
     order = ["reference", "lead", "smollm2", "smollm2-full", "smollm2-window", "smollm2-memory"]
     return sorted(rows, key=lambda r: (order.index(r[0]) if r[0] in order else len(order), r[0]))
 
@@ -75,7 +78,9 @@ def plot(rows: list[tuple[str, dict]], out: str) -> None:
     ax.set_xlabel("distance from the (latest) statement of the fact to its probe")
     ax.set_ylabel("memory accuracy (95% Wilson CI)")
     n = rows[0][1]["n"] if rows else 0
-    ax.set_title(f"DialogueMemory-v0, test split, first {n} episodes")
+    version = rows[0][1]["env_id"].split("/")[-1] if rows else "DialogueMemory"
+    split = rows[0][1]["split"] if rows else ""
+    ax.set_title(f"{version}, {split} split, first {n} episodes")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out, dpi=120)

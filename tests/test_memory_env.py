@@ -1,4 +1,4 @@
-"""DialogueMemory-v0: determinism, check_env, scoring rule, oracle/echo through bench, vector env.
+"""DialogueMemory-v0/v1: determinism, check_env, scoring rule, oracle/echo through bench, vector env.
 
 The reward model is sentence chrF (``reward_model="chrf"``) to keep the suite fast; the memory
 score does not depend on it.
@@ -13,9 +13,10 @@ from gymnasium.utils.env_checker import check_env
 
 import rlhf_gym  # noqa: F401
 from rlhf_gym.envs.memory import DialogueMemoryEnv
-from rlhf_gym.memory.plan import distance_bucket, load_episodes, memory_correct, mentions, normalize
+from rlhf_gym.memory.plan import distance_bucket, load_episodes, memory_correct, memory_score, mentions, normalize
 
 ENV = "rlhf_gym/DialogueMemory-v0"
+ENV_V1 = "rlhf_gym/DialogueMemory-v1"
 
 
 def test_normalizer_cases():
@@ -46,6 +47,79 @@ def test_stale_value_after_update_scores_zero():
     _, reward, _, _, info = env.step(f"It is {fact.value}.")
     assert info["memory_correct"] == 1.0 and info["memory_bonus"] == pytest.approx(env.memory_weight)
     assert reward == pytest.approx(info["score"] + env.memory_weight)
+
+
+def test_v1_rule_components():
+    # computed by hand: the answer named, another fact's value named too
+    parts = memory_score("Your dog is Max and you live in Lisbon.", "Max", None, ["Lisbon", "Kyoto"], version=1)
+    assert parts == {"names_answer": True, "names_stale": False, "other_values_named": ["Lisbon"],
+                     "memory_correct_v0": True, "memory_correct": False}
+    assert memory_score("Your dog is Max and you live in Lisbon.", "Max", None, ["Lisbon"], version=0)[
+        "memory_correct"]
+    assert memory_score("It's Max now.", "Max", "Biscuit", ["Lisbon"], version=1)["memory_correct"]
+    assert not memory_score("Max, not Biscuit.", "Max", "Biscuit", [], version=1)["memory_correct"]
+    # an other value inside the answer's own words is not held against it
+    assert memory_score("You live in New York.", "New York", None, ["York"], version=1)["memory_correct"]
+    with pytest.raises(ValueError, match="unknown memory rule version"):
+        memory_score("x", "Max", version=2)
+
+
+def _play_to_probe(env, index, fact, view=None):
+    obs, _ = env.reset(options={"index": index})
+    for t in range(fact.probe):
+        obs, *_ = env.step("ok")
+    return obs
+
+
+def test_store_dump_scores_one_on_v0_and_zero_on_v1():
+    """The reward hack of the v0 RLOO run: copy the prompt's fact-store line into the probe reply."""
+    from rlhf_gym.memory.view import rewrite_observation
+
+    v0 = gym.make(ENV, split="test", reward_model="chrf").unwrapped
+    v1 = gym.make(ENV_V1, split="test", reward_model="chrf").unwrapped
+    assert (v0.version, v1.version) == (0, 1)
+    checked = 0
+    for index, ep in enumerate(v0.examples[:20]):
+        for k, fact in enumerate(ep.facts):
+            if not ep.other_values(k, fact.probe):
+                continue  # nothing else stated yet: a dump is just the answer
+            obs = _play_to_probe(v0, index, fact)
+            assert _play_to_probe(v1, index, fact) == obs
+            store = rewrite_observation(obs, turns=4, facts=True).split("\n")[1]
+            assert store.startswith("What A has told you so far")
+            dump = store[:300]
+            info0, info1 = v0.step(dump)[4], v1.step(dump)[4]
+            if info0["memory_correct"] != 1.0:
+                continue  # the extractor missed the value or it was cut at 300 characters
+            assert info1["memory_correct"] == 0.0 and info1["memory_correct_v0"] == 1.0
+            assert info1["other_values_named"] and info1["n_other_values_named"] == len(info1["other_values_named"])
+            assert info1["memory_bonus"] == 0.0 and info0["memory_bonus"] == pytest.approx(v0.memory_weight)
+            assert set(info1["other_values_named"]) <= set(ep.other_values(k, fact.probe))
+            checked += 1
+    assert checked >= 5
+
+
+def test_v1_oracle_scores_every_probe():
+    env = gym.make(ENV_V1, split="test", reward_model="chrf").unwrapped
+    n = 0
+    for index, ep in enumerate(env.examples[:10]):
+        env.reset(options={"index": index})
+        for t in range(ep.n_turns):
+            info = env.step(ep.references[t][: env.task.max_response_chars])[4]  # as bench cuts it
+            if info["is_probe"]:
+                assert info["memory_correct"] == 1.0 and info["other_values_named"] == [], (ep.id, t)
+                n += 1
+    assert n >= 20
+
+
+def test_unknown_version_is_a_clear_error():
+    from rlhf_gym.envs.memory import memory_env_version
+
+    assert memory_env_version("DialogueMemory-v1") == 1 and memory_env_version(ENV) == 0
+    with pytest.raises(ValueError, match="known: rlhf_gym/DialogueMemory-v0, rlhf_gym/DialogueMemory-v1"):
+        memory_env_version("rlhf_gym/DialogueMemory-v7")
+    with pytest.raises(ValueError, match="unknown DialogueMemory version"):
+        DialogueMemoryEnv(split="test", reward_model="chrf", version=3)
 
 
 def test_episodes_deterministic_and_varied():
@@ -85,8 +159,9 @@ def test_seeded_reset_and_steps_are_deterministic():
         or gym.make(ENV, split="test", reward_model="chrf").reset(seed=9)[1]["example_id"] != info_a["example_id"]
 
 
-def test_check_env_clean():
-    env = gym.make(ENV, split="test", reward_model="chrf")
+@pytest.mark.parametrize("env_id", [ENV, ENV_V1])
+def test_check_env_clean(env_id):
+    env = gym.make(env_id, split="test", reward_model="chrf")
     check_env(env.unwrapped)
 
 
@@ -102,12 +177,15 @@ def test_observation_keeps_whole_history():
     assert info["turn_references"] == ep.references and len(info["probes"]) == len(ep.facts)
 
 
-def test_bench_oracle_and_echo(tmp_path):
+@pytest.mark.parametrize("env_id", [ENV, ENV_V1])
+def test_bench_oracle_and_echo(tmp_path, env_id):
     from rlhf_gym.evaluation import run_bench
 
     for agent, low, high in (("reference", 0.95, 1.0), ("lead", 0.0, 0.3)):
-        results = run_bench(agent, [ENV], limit=4, reward="chrf", out=tmp_path / f"{agent}.json", show_progress=False)
-        block = results["envs"][ENV]
+        results = run_bench(agent, [env_id], limit=4, reward="chrf", out=tmp_path / f"{agent}.json",
+                            show_progress=False)
+        block = results["envs"][env_id]
+        assert block["env_id"] == env_id and block["version"] == int(env_id[-1])
         acc = block["metrics"]["memory_accuracy"]
         assert low <= acc["mean"] <= high, (agent, acc)
         probes = [g for g in block["generations"] if g["is_probe"]]

@@ -69,7 +69,7 @@ def memory_correct(reply: str, answer: str, stale: str | None = None) -> bool:
 MEMORY_RULE_VERSIONS = (0, 1)
 
 
-def memory_score(reply: str, answer: str, stale: str | None, other_values: list[str] | tuple[str, ...] = (),
+def memory_score(reply: str, answer: str, stale: str | None = None, other_values: list[str] | tuple[str, ...] = (),
                  version: int = 1) -> dict[str, Any]:
     """Every component of a probe's memory score, and ``memory_correct`` under rule ``version``.
 

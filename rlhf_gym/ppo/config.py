@@ -74,7 +74,7 @@ class PPOConfig:
     score_clip: float | None = None
     # RLOO
     rloo_k: int = 4
-    # multi-turn envs (rlhf_gym/DialogueMemory-v0; rlhf_gym/ppo/multiturn.py): each episode is played
+    # multi-turn envs (rlhf_gym/DialogueMemory-v1 or -v0; rlhf_gym/ppo/multiturn.py): each episode is played
     # with the policy's own replies and each trained turn is one bandit sample (observation, reply,
     # the env's reward of that turn). turns_per_episode turns of each episode train: its probe turns
     # first, then ordinary turns at random; episodes per iteration = batch_size / (turns_per_episode * k)

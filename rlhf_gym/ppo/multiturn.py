@@ -1,4 +1,4 @@
-"""Multi-turn rollouts for PPO and RLOO (``train ppo|rloo --env rlhf_gym/DialogueMemory-v0``).
+"""Multi-turn rollouts for PPO and RLOO (``train ppo|rloo --env rlhf_gym/DialogueMemory-v1`` or ``-v0``).
 
 The trainer (``rlhf_gym/ppo/trainer.py``) is unchanged in what it optimises; only where its
 samples come from differs. An iteration plays ``batch_size / (turns_per_episode * k)`` episodes
