@@ -49,6 +49,7 @@ if want gpu; then
   if python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
     bash baselines/run_smollm2.sh gpu
     bash baselines/run_smollm2.sh select_gpu
+    bash baselines/smollm2_dialogue_full_test.sh   # the chosen policy on the whole test split (219)
     [ -f baselines/smollm2/overopt_dialogue_gpu/overopt.json ] || { rm -rf /tmp/ov_run; cp -r runs/ppo_gpu_dialogue /tmp/ov_run &&
       rlhf-gym overopt /tmp/ov_run --limit 32 && mkdir -p baselines/smollm2/overopt_dialogue_gpu &&
       cp /tmp/ov_run/overopt.json /tmp/ov_run/overopt.png baselines/smollm2/overopt_dialogue_gpu/; }

@@ -37,6 +37,13 @@ def main() -> None:
                 line = row(label, R / f"bon4_{task}.json", env)
             if line:
                 print(line)
+    # the chosen GPU policy and its start on the whole Dialogue-v1 test split (219), after the n=100 run above
+    for label, name in (("SmolLM2 zero-shot (greedy), whole test split", "zeroshot_dialogue_full.json"),
+                        ("PPO LoRA on a GPU, val-chosen (greedy), whole test split",
+                         "ppo_gpu_vs_smollm2_dialogue_full.json")):
+        line = row(label, R / name, "rlhf_gym/Dialogue-v1")
+        if line:
+            print(line)
     for name in ("ppo_dialogue_selection.json", "ppo_gpu_dialogue_selection.json"):
         sel = R / name
         if not sel.exists():
