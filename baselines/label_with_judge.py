@@ -44,11 +44,15 @@ def main() -> None:
     args = ap.parse_args()
 
     db = Database(args.db)
-    token = db.add_user(args.annotator)
+    try:
+        token = db.add_user(args.annotator)
+    except ValueError as err:  # an earlier run created this annotator: its token was shown once only
+        raise SystemExit(f"{err}: pass another --annotator name (the pairs it already labelled stay labelled)")
     counts = {"left": 0, "right": 0, "tie": 0}
     with TestClient(create_app(args.db)) as client:
         r = client.post("/compare/login", data={"token": token}, follow_redirects=False)
-        r.raise_for_status()
+        if r.status_code != 303:  # a good token is answered with a redirect to /compare
+            raise SystemExit(f"login on /compare refused: HTTP {r.status_code} {r.text[:200]}")
         judges, refs = {}, {}
         while (pair := parse_pair(client.get("/compare").text)) is not None:
             with db.tx() as tx:

@@ -15,7 +15,10 @@ mkdir -p "$D"
 [ -f $D/smollm2_t1.json ] || rlhf-gym bench --agent smollm2,temperature=1.0,seed=1 --envs $ENV --split validation \
   --limit $N --batch-size 16 --out $D/smollm2_t1.json
 rlhf-gym feedback queue --results $D/smollm2.json $D/smollm2_t1.json --db $DB
-[ -f $D/labelled.ok ] || { python baselines/label_with_judge.py --db $DB --split validation --annotator gold-judge-r1 && touch $D/labelled.ok; }
+if [ ! -f $D/labelled.ok ]; then  # (an if, not `||`: set -e must stop the script when labelling fails)
+  python baselines/label_with_judge.py --db $DB --split validation --annotator gold-judge-r1
+  touch $D/labelled.ok
+fi
 rlhf-gym loop status --db $DB
 rlhf-gym loop round --env $ENV --db $DB --candidate $D/smollm2.json --policy smollm2 --out $D/round1 \
   --preset cpu-smollm2 --iterations ${ITERS:-3} --batch-size 8 --mini-batch-size 4 --min-pairs 16
