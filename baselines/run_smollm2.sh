@@ -40,11 +40,12 @@ preds() {  # $1 = results file, $2 = env id -> {id, prediction} JSONL on stdout
   python -c "import json,sys; d=json.load(open('$1')); [print(json.dumps({'id': g['id'], 'prediction': g['prediction']})) for g in d['envs']['$2']['generations']]"
 }
 
-vs_zeroshot() {  # $1 = task, $2 = name of a bench file in $R: its gold win rate against the zero-shot outputs
-  local t=$1 T; T=$(Name "$1")
-  preds $R/$2_$t.json rlhf_gym/$T-v1 > $P/$2_$t.preds.jsonl
+vs_zeroshot() {  # $1 = task, $2 = a bench file, $3 = result name: the file's gold win rate against the zero-shot outputs
+  local t=$1 T name; T=$(Name "$1"); name=$(basename "$2" .json)
+  [ -f $R/$3_$t.json ] && return 0
+  preds $2 rlhf_gym/$T-v1 > $P/$name.preds.jsonl
   preds $R/zeroshot_$t.json rlhf_gym/$T-v1 > $P/zeroshot_$t.preds.jsonl
-  rlhf-gym score --env rlhf_gym/$T-v1 --limit $N_TEST --predictions $P/$2_$t.preds.jsonl \
+  rlhf-gym score --env rlhf_gym/$T-v1 --limit $N_TEST --predictions $P/$name.preds.jsonl \
     --vs-predictions $P/zeroshot_$t.preds.jsonl --out $R/$3_$t.json
 }
 
@@ -54,7 +55,7 @@ zeroshot() {
     --out $R/zeroshot_$t.json
   [ -f $R/bon4_$t.json ] || rlhf-gym bench --agent bon:smollm2,n=4,temperature=0.7 --envs rlhf_gym/$T-v1 \
     --limit $N_TEST --batch-size 8 --out $R/bon4_$t.json
-  vs_zeroshot $t bon4 bon4_vs_smollm2
+  vs_zeroshot $t $R/bon4_$t.json bon4_vs_smollm2
 }
 
 ppo() {
@@ -73,7 +74,7 @@ select_and_bench() {  # $1 = task, $2 = run dir, $3 = name of the result (ppo | 
   cp $run/metrics.jsonl $run/ppo_config.json $R/${name}_$t/
   [ -f $R/${name}_${t}_test.json ] || rlhf-gym bench --agent ppo:$R/${name}_$t --envs rlhf_gym/$T-v1 \
     --limit $N_TEST --batch-size 16 --out $R/${name}_${t}_test.json
-  vs_zeroshot $t ${name} ${name}_vs_smollm2
+  vs_zeroshot $t $R/${name}_${t}_test.json ${name}_vs_smollm2
 }
 
 gpu() {  # needs CUDA; ran on one H200 (baselines/smollm2/gpu/)
