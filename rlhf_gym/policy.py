@@ -755,9 +755,16 @@ def generate(model, tokenizer, meta: PolicyMeta, prompts: Sequence[str], *, max_
         bos_token_id=tokenizer.bos_token_id if tokenizer.bos_token_id is not None else eos,
         decoder_start_token_id=_decoder_start(model),
     )
+    query, qmask = query.to(device), qmask.to(device)
+    groups = None if is_seq2seq(model) else shared_prompt_groups(query, qmask)
     with torch.no_grad():
-        out = generate_with_config(model, gen_cfg, input_ids=query.to(device), attention_mask=qmask.to(device),
-                                   **extra)
+        if groups is not None:
+            # Repeated prompts (k samples each): prefill every distinct prompt once, all but its last
+            # token, and let generate() continue each row from its prompt's cache.
+            lm_parts = split_lm(_hf_model(model))  # the decoder alone: no LM head over prompt positions
+            body = lm_parts[0] if lm_parts is not None else model
+            _, extra[cache_argument(model)] = prefill_shared_prompts(body, query, qmask, groups, q_len - 1)
+        out = generate_with_config(model, gen_cfg, input_ids=query, attention_mask=qmask, **extra)
     out = out.cpu()
     # seq2seq outputs start with the decoder start token; causal outputs start with the query.
     response = out[:, 1:] if is_seq2seq(model) else out[:, q_len:]
@@ -770,6 +777,51 @@ def generate(model, tokenizer, meta: PolicyMeta, prompts: Sequence[str], *, max_
     texts = [tokenizer.decode(r[:int(e)].tolist(), skip_special_tokens=True).strip()
              for r, e in zip(response, first_eos)]
     return query, qmask, response, rmask, texts, has_eos
+
+
+def shared_prompt_groups(query, query_mask):
+    """``(first, inverse)`` when some rows of a left-padded batch hold the same prompt (RLOO's and
+    GRPO's k samples per prompt, best-of-n), else None: ``first[u]`` is a row holding distinct
+    prompt ``u`` and ``inverse[b]`` the distinct prompt of row ``b``.
+
+    The prompt part of such a batch needs computing once per distinct prompt: its keys and values
+    are then shared by the rows (:func:`prefill_shared_prompts`). With long prompts and short
+    responses that is most of a forward pass (on the SmolLM2 dialogue prompts, ~210 prompt tokens
+    against ~30 generated ones: 4 samples per prompt cost about 1/3 of the compute)."""
+    import torch
+
+    if query.shape[0] < 2 or query.shape[1] < 2:
+        return None
+    distinct, inverse = torch.unique(torch.cat([query, query_mask], 1), dim=0, return_inverse=True)
+    if distinct.shape[0] == query.shape[0]:
+        return None
+    rows = torch.arange(query.shape[0], device=query.device)
+    first = torch.full((distinct.shape[0],), query.shape[0], dtype=torch.long, device=query.device)
+    first.scatter_reduce_(0, inverse, rows, reduce="amin")
+    return first, inverse
+
+
+def prefill_shared_prompts(body, query, query_mask, groups, length: int | None = None):
+    """Run ``body`` (a decoder, or a causal LM) on the first ``length`` prompt columns of each
+    distinct prompt only, and return ``(output, cache)``: the output has one row per distinct
+    prompt, the KV cache one row per batch row (each row gets its prompt's keys and values; the
+    gather is differentiable, so gradients reach the shared prefix from every row)."""
+    first, inverse = groups
+    length = query.shape[1] if length is None else length
+    q, m = query[first, :length], query_mask[first, :length]
+    positions = (m.cumsum(1) - 1).clamp(min=0)  # left padding: positions count real tokens only
+    out = body(input_ids=q, attention_mask=m, position_ids=positions, use_cache=True)
+    cache = getattr(out, cache_argument(body))
+    cache.reorder_cache(inverse)
+    return out, cache
+
+
+def cache_argument(module) -> str:
+    """The name of a transformers model's KV-cache argument and output field: ``cache`` since
+    transformers 5.x, ``past_key_values`` before (still accepted, with a deprecation warning)."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(_hf_model(module).forward).parameters else "past_key_values"
 
 
 class PerSequenceSampler:

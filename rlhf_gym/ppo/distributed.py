@@ -175,6 +175,6 @@ class TrainForward(nn.Module):
         self.lm, self.value_head, self.value_model = parts.lm, parts.value_head, parts.value_model
         self._logp_values = parts.logp_values
 
-    def forward(self, query, query_mask, response, response_mask):
-        logp, _, values = self._logp_values(query, query_mask, response, response_mask)
-        return logp, values
+    def forward(self, query, query_mask, response, response_mask, with_entropy: bool = False):
+        """(logp, entropy, values): entropy None unless asked for, values None without a critic."""
+        return self._logp_values(query, query_mask, response, response_mask, with_entropy=with_entropy)

@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from rlhf_gym.envs.text_env import fit_action
-from rlhf_gym.policy import PolicyMeta, generate, is_seq2seq, split_lm
+from rlhf_gym.policy import (PolicyMeta, cache_argument, generate, is_seq2seq, prefill_shared_prompts,
+                             shared_prompt_groups, split_lm)
 from rlhf_gym.ppo.core import entropy_from_logits
 
 
@@ -153,7 +154,16 @@ def _hidden_and_head(model, query, qmask, response, rmask, output_hidden: bool =
     parts = split_lm(model)
     if parts is not None:
         body, head = parts
-        hidden = body(input_ids=ids, attention_mask=mask, position_ids=pos).last_hidden_state[:, Q - 1:Q - 1 + T]
+        groups = shared_prompt_groups(query, qmask)
+        if groups is None:
+            hidden = body(input_ids=ids, attention_mask=mask, position_ids=pos).last_hidden_state[:, Q - 1:Q - 1 + T]
+        else:
+            # k responses per prompt: the prompt runs once per distinct prompt, the responses attend
+            # to its shared keys/values (the same attention, a fraction of the compute)
+            prefix, cache = prefill_shared_prompts(body, query, qmask, groups)
+            tail = body(input_ids=response, attention_mask=mask, position_ids=pos[:, Q:], use_cache=True,
+                        **{cache_argument(body): cache}).last_hidden_state
+            hidden = torch.cat([prefix.last_hidden_state[:, -1:][groups[1]], tail[:, :T - 1]], 1)
         return hidden, (head(hidden) if output_logits else None)
     out = model(input_ids=ids, attention_mask=mask, position_ids=pos, output_hidden_states=output_hidden)
     hidden = out.hidden_states[-1][:, Q - 1:Q - 1 + T] if output_hidden else None
@@ -163,7 +173,10 @@ def _hidden_and_head(model, query, qmask, response, rmask, output_hidden: bool =
 def _logp_from_logits(logits, response, temperature: float, with_entropy: bool):
     logits = logits.float() / temperature
     logp = torch.gather(torch.log_softmax(logits, -1), 2, response.unsqueeze(-1)).squeeze(-1)
-    return logp, (entropy_from_logits(logits) if with_entropy else None)
+    if not with_entropy:
+        return logp, None
+    with torch.no_grad():  # a diagnostic, never in a loss: no graph over [batch, tokens, vocab]
+        return logp, entropy_from_logits(logits)
 
 
 def logprobs(model, query, qmask, response, rmask, temperature: float, with_entropy: bool = False):

@@ -191,6 +191,14 @@ def make_env(cfg: PPOConfig, reward_model=None, num_envs: int | None = None):
     return TextVectorEnv(cfg.env_id, num_envs=num_envs, split=cfg.split, reward_model=rm, **penalties)
 
 
+def uses_single_pass(cfg: PPOConfig) -> bool:
+    """One optimiser step on the whole batch (TRL's GRPO/RLOO default): the policy that rolled out
+    is the one being updated, so the update's own forward pass gives the rollout log-probs, entropy
+    and values (detached), and the separate no-grad pass over the batch is skipped. The update is
+    the same as with that pass (the ratio is 1 either way); one forward pass fewer per iteration."""
+    return cfg.ppo_epochs == 1 and cfg.mini_batch_size == cfg.batch_size and cfg.grad_accum_steps == 1
+
+
 def episodes_per_iteration(cfg: PPOConfig) -> int:
     """Multi-turn envs: episodes one iteration plays (each gives turns_per_episode x k samples)."""
     per_episode = cfg.turns_per_episode * (cfg.rloo_k if cfg.algo == "rloo" else 1)
@@ -328,6 +336,7 @@ def train(cfg: PPOConfig, reward_model: Any | None = None, callback: Callable[[d
         n_prompts, view = episodes_per_iteration(cfg), view_function(cfg.history_view)
     repeat = cfg.rloo_k if cfg.algo == "rloo" else 1
     mb, accum = cfg.mini_batch_size, cfg.grad_accum_steps
+    single_pass = uses_single_pass(cfg)
 
     for iteration in range(start_iter + 1, cfg.iterations + 1):
         t0 = time.perf_counter()
@@ -360,8 +369,18 @@ def train(cfg: PPOConfig, reward_model: Any | None = None, callback: Callable[[d
                 parts.head.bias.fill_(float(scores.mean()))
 
         # ---- 3. log-probs under the rollout policy and the reference, values (each rank its share)
+        update_forward = None
+        if single_pass:
+            parts.train(True)
+            with autocast(device, cfg.dtype):
+                update_forward = train_forward(q[mine], qm[mine], r[mine], rm[mine], with_entropy=True)
+            old_logp, entropy, old_values = update_forward
+            old_logp, old_values = old_logp.detach(), (old_values.detach() if use_value else None)
+        else:
+            with torch.no_grad(), autocast(device, cfg.dtype):
+                old_logp, entropy, old_values = parts.logp_values(q[mine], qm[mine], r[mine], rm[mine],
+                                                                  with_entropy=True)
         with torch.no_grad(), autocast(device, cfg.dtype):
-            old_logp, entropy, old_values = parts.logp_values(q[mine], qm[mine], r[mine], rm[mine], with_entropy=True)
             ref_logp = parts.ref_logprobs(q[mine], qm[mine], r[mine], rm[mine])
         old_logp, entropy, ref_logp = dp.gather(old_logp), dp.gather(entropy), dp.gather(ref_logp)
         old_logp, ref_logp = old_logp * mask, ref_logp * mask
@@ -389,14 +408,20 @@ def train(cfg: PPOConfig, reward_model: Any | None = None, callback: Callable[[d
         stats: dict[str, list[float]] = {k: [] for k in ("policy_loss", "value_loss", "clipfrac", "approxkl",
                                                           "vf_clipfrac", "ratio")}
         for _epoch in range(cfg.ppo_epochs):
+            # drawn in every mode, so a run's prompt draws do not depend on single_pass
             perm = torch.from_numpy(np_rng.permutation(cfg.batch_size)).to(device)
             for k, start in enumerate(range(0, cfg.batch_size, mb)):
                 # this rank's share of the mini-batch; losses are token means over the WHOLE
                 # mini-batch, so the ranks' parts add up to it (and DDP's average, x world_size)
                 i = perm[start:start + mb][dp.share(mb)]
                 n_tokens = mask[perm[start:start + mb]].sum()
+                if update_forward is not None:  # the whole batch, already forwarded in step 3
+                    i = torch.arange(cfg.batch_size, device=device)[mine]
+                    new_logp, _, new_values = update_forward
+                else:
+                    with autocast(device, cfg.dtype):
+                        new_logp, _, new_values = train_forward(q[i], qm[i], r[i], rm[i])
                 with autocast(device, cfg.dtype):
-                    new_logp, new_values = train_forward(q[i], qm[i], r[i], rm[i])
                     pg_loss, pg_stats = core.policy_loss(new_logp, old_logp[i], advantages[i], mask[i], cfg.cliprange,
                                                          n_tokens)
                     loss = pg_loss
