@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import math
 import re
 from collections import Counter, defaultdict
@@ -263,11 +264,14 @@ class HFModelAgent:
 # ------------------------------------------------------------------------- specs -> agents
 
 _FACTORIES: dict[str, Callable[[str, Any], Agent]] = {}
+_TAKES_DEVICE: set[str] = set()  # prefixes whose factory takes device= (bench --device)
 
 
-def register_agent(prefix: str, factory: Callable[[str, Any], Agent]) -> None:
-    """Make ``--agent PREFIX:ARG`` build ``factory(ARG, task)``."""
+def register_agent(prefix: str, factory: Callable[..., Agent], takes_device: bool = False) -> None:
+    """Make ``--agent PREFIX:ARG`` build ``factory(ARG, task)``; with ``takes_device``,
+    ``factory(ARG, task, device=DEVICE)`` when ``bench --device`` names one."""
     _FACTORIES[prefix] = factory
+    (_TAKES_DEVICE.add if takes_device else _TAKES_DEVICE.discard)(prefix)
 
 
 register_agent("reference", lambda arg, task: ReferenceAgent())
@@ -276,17 +280,20 @@ register_agent("copy", lambda arg, task: LeadAgent(task.kind, task.max_response_
 register_agent("echo", lambda arg, task: LeadAgent(task.kind, task.max_response_chars))
 register_agent("retrieval", lambda arg, task: RetrievalAgent(task.examples("train"),
                                                              max_response_chars=task.max_response_chars))
-register_agent("pad", lambda arg, task: PadAgent(make_agent(arg or "reference", task), task.max_response_chars,
-                                                 name=f"pad:{arg}" if arg else "pad"))
+register_agent("pad", lambda arg, task, device=None: PadAgent(make_agent(arg or "reference", task, device=device),
+                                                              task.max_response_chars,
+                                                              name=f"pad:{arg}" if arg else "pad"), takes_device=True)
 
 
-def _hf_agent(arg: str, task) -> HFModelAgent:
+def _hf_agent(arg: str, task, device: str | None = None) -> HFModelAgent:
     """``hf:PATH_OR_ID[,temperature=0.7,...]``: chat models get the task's instruction."""
     from rlhf_gym.policy import CHAT_DEFAULTS, parse_agent_arg
 
     path, kwargs = parse_agent_arg(arg)
     if not path:
         raise ValueError("hf: needs a model, e.g. hf:path/to/folder or hf:HUB_ID")
+    if device is not None:  # a device=... in the spec wins
+        kwargs.setdefault("device", device)
     kwargs.setdefault("max_new_tokens", task.max_new_tokens)
     kwargs.setdefault("max_response_chars", task.max_response_chars)
     kwargs.setdefault("instruction", CHAT_DEFAULTS.get(task.kind, {}).get("instruction", ""))
@@ -300,18 +307,20 @@ def _builtin_policy_agent(name: str):
     """``smollm2[,temperature=0.7,seed=1,...]``: a built-in pretrained policy prompted for the
     task (greedy unless a temperature is given)."""
 
-    def factory(arg: str, task):
+    def factory(arg: str, task, device: str | None = None):
         from rlhf_gym.policy import PolicyAgent, parse_agent_arg
 
         _, kwargs = parse_agent_arg(f"{name},{arg}" if arg else name)
         kwargs.setdefault("max_response_chars", task.max_response_chars)
+        if device is not None:  # a device=... in the spec wins
+            kwargs.setdefault("device", device)
         return PolicyAgent(name, env_id=task.env_id, name=f"{name},{arg}" if arg else name, **kwargs)
 
     return factory
 
 
-register_agent("hf", _hf_agent)
-register_agent("smollm2", _builtin_policy_agent("smollm2"))
+register_agent("hf", _hf_agent, takes_device=True)
+register_agent("smollm2", _builtin_policy_agent("smollm2"), takes_device=True)
 
 
 def _load_class(target: str, attr: str):
@@ -329,8 +338,17 @@ def _load_class(target: str, attr: str):
     return getattr(module, attr)
 
 
-def make_agent(spec: str, task) -> Agent:
-    """Build the agent a spec string names, for ``task`` (baselines depend on the task kind)."""
+def _takes_device(cls: type) -> bool:
+    try:
+        return "device" in inspect.signature(cls).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def make_agent(spec: str, task, device: str | None = None) -> Agent:
+    """Build the agent a spec string names, for ``task`` (baselines depend on the task kind).
+    ``device`` (``bench --device``, resolved): model agents that take a device are built on it
+    (a ``device=`` in the spec wins); ``None`` keeps each agent's own default."""
     prefix, _, arg = spec.partition(":")
     if "," in prefix and not arg:  # NAME,key=value,...: options for an agent that takes no argument
         prefix, _, arg = prefix.partition(",")
@@ -340,10 +358,14 @@ def make_agent(spec: str, task) -> Agent:
         except ImportError:
             pass
     if prefix in _FACTORIES:
-        agent = _FACTORIES[prefix](arg, task)
+        on_device = device is not None and prefix in _TAKES_DEVICE
+        agent = _FACTORIES[prefix](arg, task, device=device) if on_device else _FACTORIES[prefix](arg, task)
     elif arg and (prefix.endswith(".py") or "." in prefix or importlib.util.find_spec(prefix) is not None):
         obj = _load_class(prefix, arg)
-        agent = obj() if isinstance(obj, type) else obj
+        if isinstance(obj, type):
+            agent = obj(device=device) if device is not None and _takes_device(obj) else obj()
+        else:
+            agent = obj
     else:
         known = ", ".join(sorted(_FACTORIES))
         raise ValueError(f"unknown agent spec {spec!r}: use one of {known} (as PREFIX or PREFIX:ARG), "

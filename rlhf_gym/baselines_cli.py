@@ -13,10 +13,12 @@ import typing
 
 
 def _policy_agent(prefix: str):
-    def factory(arg: str, task=None):
+    def factory(arg: str, task=None, device: str | None = None):
         from rlhf_gym.policy import PolicyAgent, parse_agent_arg
 
         path, kwargs = parse_agent_arg(arg)
+        if device is not None:  # bench --device; a device=... in the spec wins
+            kwargs.setdefault("device", device)
         if task is not None:
             kwargs.setdefault("env_id", task.env_id)  # used only when path is a spec, not a directory
             kwargs.setdefault("max_response_chars", task.max_response_chars)  # cut as the RL rollouts cut
@@ -25,11 +27,13 @@ def _policy_agent(prefix: str):
     return factory
 
 
-def _bon_agent(arg: str, task=None):
+def _bon_agent(arg: str, task=None, device: str | None = None):
     from rlhf_gym.best_of_n import BestOfNAgent
     from rlhf_gym.policy import parse_agent_arg
 
     path, kwargs = parse_agent_arg(arg)
+    if device is not None:  # bench --device; a device=... in the spec wins
+        kwargs.setdefault("device", device)
     if task is not None:
         kwargs.setdefault("env_id", task.env_id)  # prompts a spec (smollm2, hf:...) for this task
         kwargs.setdefault("max_response_chars", task.max_response_chars)
@@ -45,8 +49,8 @@ def register_agents() -> None:
     except ImportError:  # the bench harness is not installed in this tree
         return
     for prefix in ("sft", "ppo", "rloo"):
-        register_agent(prefix, _policy_agent(prefix))
-    register_agent("bon", _bon_agent)
+        register_agent(prefix, _policy_agent(prefix), takes_device=True)
+    register_agent("bon", _bon_agent, takes_device=True)
 
 
 register_agents()

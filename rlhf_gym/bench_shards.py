@@ -41,6 +41,10 @@ class EnvJob:
     batch_size: int
     seed: int | None = None  # bench --seeds: the sampling agent's seed for this run
     safety: str | None = None  # the safety check (rlhf_gym.rewards.safety; None: the classifier)
+    # bench --device (rlhf_gym.bench_device), resolved on the driver: the scoring encoders' device,
+    # and the model agents' (None: each agent's own default). Not part of a shard's resume key.
+    device: str = "cpu"
+    agent_device: str | None = None
 
 
 @dataclass(frozen=True)
@@ -74,12 +78,13 @@ def _context(job: EnvJob) -> _Context:
     from rlhf_gym.tasks import get_task
 
     task = get_task(job.env_id)
-    scorer = EnvScorer(task, job.split, reward=job.reward, safety_coef=job.safety_coef, safety=job.safety)
-    agent = make_agent(job.agent_spec, task)
+    scorer = EnvScorer(task, job.split, reward=job.reward, safety_coef=job.safety_coef, safety=job.safety,
+                       device=job.device)
+    agent = make_agent(job.agent_spec, task, device=job.agent_device)
     if job.seed is not None and winrate.is_sampling(agent):
         winrate.set_agent_seed(agent, job.seed)
     return _Context(task, task.examples(job.split), scorer, task.judge_model(), agent,
-                    make_agent(job.vs_spec, task) if job.vs_spec else None)
+                    make_agent(job.vs_spec, task, device=job.agent_device) if job.vs_spec else None)
 
 
 def evaluate_shard(shard: Shard, show_progress: bool = False) -> dict[str, Any]:
@@ -137,9 +142,11 @@ class RayExecutor:
     """Shards as Ray tasks, one CPU each, on the cluster at ``address`` or on a local Ray started
     here with ``num_cpus`` CPUs (stopped again by :meth:`close`). Every worker builds its own
     agent and reward models (once per env, see :func:`_context`); rlhf_gym must be importable on
-    every node (a local cluster inherits this process's environment)."""
+    every node (a local cluster inherits this process's environment). ``gpus_per_shard``: the GPUs
+    a shard asks Ray for (1 with ``--device cuda``: Ray hides the GPUs from tasks that ask for
+    none, and gives each such shard its own)."""
 
-    def __init__(self, address: str | None = None, num_cpus: int | None = None):
+    def __init__(self, address: str | None = None, num_cpus: int | None = None, gpus_per_shard: float = 0):
         try:
             import ray
         except ImportError as err:
@@ -152,10 +159,15 @@ class RayExecutor:
         # Retries are the caller's (so every failure is reported with its shard); Ray's own
         # would hide them.
         self._remote = ray.remote(num_cpus=1, max_retries=0)(evaluate_shard)
+        self.gpus_per_shard = gpus_per_shard
         self._running: dict[Any, Shard] = {}
 
+    def cluster_gpus(self) -> int:
+        """GPUs of the cluster (for ``--device auto``/``cuda`` checked against it, not this machine)."""
+        return int(self.ray.cluster_resources().get("GPU", 0))
+
     def submit(self, shard: Shard) -> None:
-        self._running[self._remote.remote(shard)] = shard
+        self._running[self._remote.options(num_gpus=self.gpus_per_shard).remote(shard)] = shard
 
     def pending(self) -> int:
         return len(self._running)
@@ -246,7 +258,10 @@ class ShardStore:
         return self.dir / f"{shard.job.env_id.replace('/', '__')}.{shard.start}-{shard.stop}.json"
 
     def _key(self, shard: Shard) -> dict[str, Any]:
-        return {**self.settings, **asdict(shard.job), "start": shard.start, "stop": shard.stop}
+        job = asdict(shard.job)
+        for name in ("device", "agent_device"):  # a shard made on another device is kept (it says which)
+            job.pop(name)
+        return {**self.settings, **job, "start": shard.start, "stop": shard.stop}
 
     def load(self, shard: Shard) -> dict | None:
         if self.dir is None or not self._path(shard).exists():
@@ -278,18 +293,11 @@ def run_sharded_bench(agent_spec: str, env_ids: Sequence[str], *, vs_spec: str |
                       limit: int | None, batch_size: int, out: str | Path | None, resume: bool,
                       show_progress: bool, reward: str | None, safety_coef: float, executor: str,
                       address: str | None, num_cpus: int | None, shard_size: int,
-                      max_retries: int | None, seed: int | None = None, safety: str | None = None) -> dict[str, Any]:
+                      max_retries: int | None, seed: int | None = None, safety: str | None = None,
+                      device: str | None = None) -> dict[str, Any]:
     """What :func:`rlhf_gym.evaluation.run_bench` does (see there); ``seed`` sets a sampling
     agent's seed."""
-    from rlhf_gym.evaluation import (
-        bench_task,
-        check_limit,
-        new_results,
-        resumable_envs,
-        shard_bounds,
-        summarize_shards,
-        write_json_atomic,
-    )
+    from rlhf_gym.evaluation import bench_task, check_limit
 
     if executor not in ("local", "ray"):
         raise ValueError(f"unknown executor {executor!r}: use local or ray")
@@ -301,7 +309,45 @@ def run_sharded_bench(agent_spec: str, env_ids: Sequence[str], *, vs_spec: str |
         raise ValueError(f"max_retries must be >= 0, got {max_retries}")
     check_limit(limit)
     tasks = [bench_task(e) for e in env_ids]  # fail on a bad id before any work
+    resolved, runner = run_device(device, executor, address=address, num_cpus=num_cpus, show_progress=show_progress)
+    try:
+        return _run_envs(tasks, runner, agent_spec, vs_spec=vs_spec, split=split, limit=limit, batch_size=batch_size,
+                         out=out, resume=resume, show_progress=show_progress, reward=reward, safety_coef=safety_coef,
+                         executor=executor, address=address, num_cpus=num_cpus, shard_size=shard_size,
+                         max_retries=max_retries, seed=seed, safety=safety, device=device, resolved=resolved)
+    finally:
+        if runner is not None:
+            runner.close()
+
+
+def run_device(device: str | None, executor: str, *, address: str | None = None, num_cpus: int | None = None,
+               show_progress: bool = True):
+    """(the resolved ``--device``, a Ray executor already started or None). On a Ray cluster at
+    ``--address`` the cluster's GPUs decide ``cuda``/``auto`` (this machine may have none), so Ray
+    starts here, before any work; everywhere else this machine's torch does."""
+    from rlhf_gym.bench_device import check_device_form, resolve_bench_device
+
+    if executor == "ray" and address and check_device_form(device) not in (None, "cpu"):
+        runner = make_executor(executor, address=address, num_cpus=num_cpus, show_progress=show_progress)
+        try:
+            return resolve_bench_device(device, cluster_gpus=runner.cluster_gpus()), runner
+        except BaseException:
+            runner.close()
+            raise
+    return resolve_bench_device(device), None
+
+
+def _run_envs(tasks: list, runner, agent_spec: str, *, vs_spec: str | None, split: str, limit: int | None,
+              batch_size: int, out: str | Path | None, resume: bool, show_progress: bool, reward: str | None,
+              safety_coef: float, executor: str, address: str | None, num_cpus: int | None, shard_size: int,
+              max_retries: int, seed: int | None, safety: str | None, device: str | None,
+              resolved: str) -> dict[str, Any]:
+    from rlhf_gym.bench_device import agent_device, block_device, device_record
+    from rlhf_gym.evaluation import new_results, resumable_envs, shard_bounds, summarize_shards, write_json_atomic
+
     results = new_results({"spec": agent_spec, "name": agent_spec}, {"spec": vs_spec} if vs_spec else None)
+    agents_on = agent_device(device, resolved)
+    results["device"] = {**device_record(device, resolved), "agent": agents_on or "the agent's default"}
     results["settings"] = {"split": split, "limit": limit, "reward": reward or "builtin", "safety_coef": safety_coef,
                            "safety": safety or "classifier"}
     if resume and out and Path(out).exists():
@@ -312,7 +358,8 @@ def run_sharded_bench(agent_spec: str, env_ids: Sequence[str], *, vs_spec: str |
     for task in tasks:
         if task.env_id in results["envs"]:
             continue
-        job = EnvJob(task.env_id, agent_spec, vs_spec, split, reward, float(safety_coef), int(batch_size), seed, safety)
+        job = EnvJob(task.env_id, agent_spec, vs_spec, split, reward, float(safety_coef), int(batch_size), seed, safety,
+                     resolved, agents_on)
         n = len(task.examples(split)[:limit])
         if not n:
             raise ValueError(f"{task.env_id} has no examples in split {split!r}")
@@ -327,6 +374,7 @@ def run_sharded_bench(agent_spec: str, env_ids: Sequence[str], *, vs_spec: str |
                                  safety=safety)
         block["reward_spec"] = reward or "builtin"
         block["safety_spec"] = safety or "classifier"
+        block["device"] = block_device(list(done[env_id].values()))  # also from shards kept by --resume
         results["envs"][env_id] = block
         # blocks in the order the envs were asked for, whatever order they finish in
         asked = [t.env_id for t in tasks]
@@ -352,12 +400,18 @@ def run_sharded_bench(agent_spec: str, env_ids: Sequence[str], *, vs_spec: str |
         finish_env_if_complete(env_id)  # every shard of it already finished
     if not to_run:
         return results
-    runner = make_executor(executor, address=address, num_cpus=num_cpus, show_progress=show_progress)
+    # a shard asks Ray for a GPU when something of it runs on one (Ray hides GPUs from the others)
+    on_gpu = resolved.startswith("cuda") or (agents_on or "").startswith("cuda")
+    own = runner is None  # else started by run_device, closed by the caller
+    if own:
+        runner = make_executor(executor, address=address, num_cpus=num_cpus, show_progress=show_progress)
+    runner.gpus_per_shard = 1 if on_gpu else 0
     try:
         failed = run_shards(to_run, runner, on_result, max_retries=max_retries,
                             show_progress=show_progress and executor != "local")
     finally:
-        runner.close()
+        if own:
+            runner.close()
     if failed:
         names = ", ".join(shard.name for shard, _ in failed)
         kept = (f"; finished shards are kept in {store.dir}: rerun with --resume to do only the rest"
@@ -378,16 +432,25 @@ def run_seeded_bench(agent_spec: str, env_ids: Sequence[str], *, seeds: Sequence
     from rlhf_gym import winrate
     from rlhf_gym.evaluation import bench_task, new_results, resumable_envs, write_json_atomic
 
+    from rlhf_gym.bench_device import agent_device, check_device_form, device_record, resolve_bench_device
+
     seeds = [int(s) for s in seeds]
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct integers, got {seeds}")
     env_ids = [bench_task(e).env_id for e in env_ids]  # fail on a bad id before any work
+    device = kwargs.get("device")
+    # the agent built here only tells whether it samples; with --address the cluster's GPUs
+    # decide cuda/auto (each seed's run_sharded_bench checks them), so it is built on the CPU
+    on_cluster = kwargs.get("executor") == "ray" and kwargs.get("address")
+    resolved = "cpu" if on_cluster and check_device_form(device) else resolve_bench_device(device)
     vs_spec = kwargs.get("vs_spec")
     results = new_results({"spec": agent_spec, "name": agent_spec}, {"spec": vs_spec} if vs_spec else None)
     results["settings"] = {"split": kwargs["split"], "limit": kwargs["limit"],
                            "reward": kwargs.get("reward") or "builtin",
                            "safety_coef": kwargs.get("safety_coef", 0.0),
                            "safety": kwargs.get("safety") or "classifier", "seeds": seeds}
+    results["device"] = {**device_record(device, resolved), "agent": agent_device(device, resolved) or
+                         "the agent's default"}
     kept: dict[str, dict] = {}
     if resume and out and Path(out).exists():
         kept = {e: b for e, b in resumable_envs(out, results).items() if e in env_ids}
@@ -399,7 +462,8 @@ def run_seeded_bench(agent_spec: str, env_ids: Sequence[str], *, seeds: Sequence
     sampling = {}
     for env_id in todo:  # built once here, reused by the local executor (cached per job)
         job = EnvJob(env_id, agent_spec, vs_spec, kwargs["split"], kwargs.get("reward"),
-                     float(kwargs.get("safety_coef", 0.0)), int(kwargs["batch_size"]), seeds[0], kwargs.get("safety"))
+                     float(kwargs.get("safety_coef", 0.0)), int(kwargs["batch_size"]), seeds[0], kwargs.get("safety"),
+                     resolved, agent_device(device, resolved))
         sampling[env_id] = winrate.is_sampling(_context(job).agent)
     runs: dict[int, dict] = {}
     for seed in seeds:
@@ -407,6 +471,8 @@ def run_seeded_bench(agent_spec: str, env_ids: Sequence[str], *, seeds: Sequence
         if envs:
             part = f"{out}.seed{seed}" if out else None
             runs[seed] = run_sharded_bench(agent_spec, envs, out=part, resume=resume, seed=seed, **kwargs)
+    if seeds[0] in runs:  # as the runs resolved it (on a Ray cluster: against its GPUs)
+        results["device"] = runs[seeds[0]]["device"]
     blocks = dict(kept)
     for env_id in todo:
         block = runs[seeds[0]]["envs"][env_id]

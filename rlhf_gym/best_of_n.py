@@ -53,11 +53,16 @@ class BestOfNAgent:
         penalty; the reward is this agent's reward spec when it names one other than the env's."""
         from rlhf_gym.evaluation import EnvScorer
 
+        device = getattr(scorer, "device", None)  # bench --device: candidates scored where the bench scores
         if self.reward_spec is None:  # an explicit reward_model object: keep scoring with it
+            if device is not None:
+                from rlhf_gym.bench_device import place_models
+
+                place_models(device, self.reward_model)
             return
         reward = scorer.reward if self.reward_spec == "builtin" else self.reward_spec
         self.env_scorer = EnvScorer(scorer.task, scorer.split, reward=reward, safety_coef=scorer.safety_coef,
-                                    batch_size=scorer.batch_size)
+                                    batch_size=scorer.batch_size, device=device)
 
     def act(self, observations: Sequence[str], infos: Sequence[dict] | None = None) -> list[str]:
         import torch

@@ -80,6 +80,7 @@ def register(subparsers) -> None:
     p.add_argument("--safety", default=None, choices=SAFETY_CHOICES,
                    help="safety check for the unsafe-output rate (and the penalty): classifier (default: "
                         "alt-profanity-check, flagged at p >= 0.5), blocklist, classifier+blocklist")
+    add_device_arg(p, agents=True)
     p.set_defaults(handler=cmd_bench)
 
     p = subparsers.add_parser("sample", help="sample K responses per prompt from a policy (JSONL; resumable)")
@@ -115,6 +116,7 @@ def register(subparsers) -> None:
     p.add_argument("--safety-coef", type=float, default=0.0, help="the env's safety penalty coefficient")
     p.add_argument("--safety", default=None, choices=SAFETY_CHOICES,
                    help="safety check: classifier (default), blocklist, classifier+blocklist")
+    add_device_arg(p, agents=False)
     p.add_argument("--out", default="scores.json",
                    help="results JSON path (default: scores.json); an existing file is an error unless --overwrite")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
@@ -124,6 +126,16 @@ def register(subparsers) -> None:
     p.add_argument("--out", default=None, help="output directory (default: the packaged tokenizer)")
     p.add_argument("--vocab-size", type=int, default=8192)
     p.set_defaults(handler=cmd_train_tokenizer)
+
+
+def add_device_arg(p, agents: bool) -> None:
+    """``--device`` of bench and score (rlhf_gym.bench_device)."""
+    p.add_argument("--device", default=None, metavar="{cpu,cuda,cuda:N,mps,auto}",
+                   help="where the encoders of the reward model, the judges and a torch safety check run"
+                        + (", and model agents that take a device (unless their spec names one)" if agents else "")
+                        + "; auto: cuda when torch sees a GPU, else cpu. Default cpu, so results stay bit-comparable "
+                        "with the committed ones (another device agrees to float noise; the results file records "
+                        "it). The e5 reference-free judges and the profanity classifier always run on the CPU")
 
 
 def _seed_list(text: str) -> list[int]:
@@ -198,7 +210,7 @@ def cmd_bench(args) -> int:
                             safety_coef=args.safety_coef, executor=args.executor, address=args.address,
                             num_cpus=args.num_cpus, shard_size=args.shard_size or SHARD_SIZE,
                             max_retries=args.max_retries, seeds=args.seeds,
-                            safety=args.safety)
+                            safety=args.safety, device=args.device)
     except ShardsFailed as err:
         print(f"rlhf-gym bench: error: {err}", file=sys.stderr)
         return 1
@@ -286,14 +298,18 @@ def cmd_score(args) -> int:
         write_json_atomic,
     )
 
+    from rlhf_gym.bench_device import device_record, resolve_bench_device
+
     check_output_path(args.out, overwrite=args.overwrite)
+    device = resolve_bench_device(args.device)  # a bad or missing device: an error before any work
     predictions = read_predictions(args.predictions)
     vs = read_predictions(args.vs_predictions) if args.vs_predictions else None
     results = new_results({"spec": f"predictions:{args.predictions}", "name": Path(args.predictions).stem},
                           {"spec": f"predictions:{args.vs_predictions}"} if vs else None)
+    results["device"] = device_record(args.device, device)
     block = score_predictions(args.env, predictions, split=args.split, vs_predictions=vs, show_progress=True,
                               limit=args.limit, reward=args.reward, safety_coef=args.safety_coef,
-                              safety=args.safety)
+                              safety=args.safety, device=device)
     results["envs"][block["env_id"]] = block
     from rlhf_gym.winrate import overall_ranking_score
 

@@ -18,6 +18,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from rlhf_gym import metrics, winrate
+from rlhf_gym.bench_device import block_device, place_models
 from rlhf_gym.data import Example
 from rlhf_gym.paths import honour_umask
 
@@ -89,10 +90,13 @@ class EnvScorer:
     action-validity check). Envs are made per batch size and reused."""
 
     def __init__(self, task, split: str, reward: Any = None, safety_coef: float = 0.0, batch_size: int = SCORE_BATCH,
-                 safety: Any = None):
+                 safety: Any = None, device: str | None = None):
         self.task, self.split, self.reward, self.safety_coef = task, split, reward, float(safety_coef)
         self.safety = safety  # the safety check of the penalty (rlhf_gym.rewards.safety; None: the classifier)
         self.batch_size = int(batch_size)
+        # where the reward's and the judges' encoders run (a resolved device, rlhf_gym.bench_device);
+        # None leaves them where they are (a trainer's scorer: on the policy's device)
+        self.device = device
         self._envs: dict[int, Any] = {}
 
     def env(self, num_envs: int):
@@ -101,8 +105,11 @@ class EnvScorer:
 
             penalties = {"safety_coef": self.safety_coef, "safety_check": self.safety} if self.safety_coef else {}
             reward = None if self.reward in (None, "builtin") else self.reward
-            self._envs[num_envs] = TextVectorEnv(self.task.env_id, num_envs=num_envs, split=self.split,
-                                                 reward_model=reward, **penalties)
+            env = TextVectorEnv(self.task.env_id, num_envs=num_envs, split=self.split, reward_model=reward,
+                                **penalties)
+            if self.device is not None:  # encoders are shared per process: placed at every build
+                place_models(self.device, env.reward_fn.reward_model, getattr(env.reward_fn.safety, "check", None))
+            self._envs[num_envs] = env
         return self._envs[num_envs]
 
     @property
@@ -213,6 +220,8 @@ def score_shard(scorer: EnvScorer, judge, examples: Sequence[Example], hyps: Seq
     from rlhf_gym.score_cache import cached_scores, model_namespace
 
     clear_embedding_caches()
+    if scorer.device is not None:  # the judges' encoders run where the reward's do
+        place_models(scorer.device, judge)
     prompts = [ex.prompt for ex in examples]
     refs = [list(ex.references) for ex in examples]
     ids = [ex.id for ex in examples]
@@ -243,6 +252,8 @@ def score_shard(scorer: EnvScorer, judge, examples: Sequence[Example], hyps: Seq
     refjudge = {}
     if task.reference_judge is not None:  # the win rate against the reference has its own judge
         ref_judge = task.reference_judge_model()
+        if scorer.device is not None:
+            place_models(scorer.device, ref_judge)
         ref_ns = model_namespace(task, split, "reference_judge", _model_id(ref_judge)) if cache is not None else None
 
         def ref_judge_of(texts, desc):
@@ -263,6 +274,8 @@ def score_shard(scorer: EnvScorer, judge, examples: Sequence[Example], hyps: Seq
              "judge_scores": judged.tolist(), "judge_ref_scores": judged_refs.tolist(),
              "baseline_predictions": baseline, "judge_baseline_scores": judged_base.tolist(),
              "reward_model": _model_id(scorer.reward_model), "judge": _model_id(judge), **refjudge}
+    if scorer.device is not None:
+        shard["device"] = scorer.device
     if vs is not None:
         shard["vs_predictions"] = list(vs)
         shard["judge_vs_scores"] = cached_scores(cache, judge_ns, ids, vs, judge_of(vs, "judge vs"))["judge"].tolist()
@@ -344,6 +357,8 @@ def summarize_shards(task, shards: Sequence[dict[str, Any]], *, split: str, limi
         **({"reference_judge": shards[0]["reference_judge"]} if has_refjudge else {}),
         "baseline": {"spec": winrate.BASELINE_AGENT}, "safety_coef": float(safety_coef),
         "safety_check": describe_safety(safety_check),
+        # where the encoders ran (rlhf_gym.bench_device): scores agree across devices to float noise
+        **({"device": block_device(shards)} if any("device" in s for s in shards) else {}),
         "metrics": block_metrics, "generations": generations,
     }
 
@@ -357,16 +372,21 @@ def shard_bounds(n: int, shard_size: int = SHARD_SIZE) -> list[tuple[int, int]]:
 
 def score_predictions(env_id: str, predictions, *, split: str = "test", vs_predictions=None,
                       limit: int | None = None, show_progress: bool = False, reward: Any = None,
-                      safety_coef: float = 0.0, cache=None, safety: Any = None) -> dict[str, Any]:
+                      safety_coef: float = 0.0, cache=None, safety: Any = None,
+                      device: str | None = None) -> dict[str, Any]:
     """Score ``{"id", "prediction"}`` records for every example of ``env_id``'s ``split`` (or its
     first ``limit`` examples) and return the per-env results block. Rewards come from stepping
     the env (``reward`` is a reward spec replacing the env's default; ``safety_coef`` the env's
     safety penalty, ``safety`` its check and that of the unsafe-output rate); win rates from the
     task's judge. Scored in the shards ``bench`` uses, so
     the numbers equal bench's for the same predictions. Every prediction must be a valid action
-    of the env (:func:`rlhf_gym.envs.text_env.check_responses`), checked before any model loads."""
+    of the env (:func:`rlhf_gym.envs.text_env.check_responses`), checked before any model loads.
+    ``device`` (cpu, cuda, cuda:N, mps, auto; :mod:`rlhf_gym.bench_device`) runs the reward's and
+    judges' encoders there and records it in the block; ``None`` leaves them where they are."""
+    from rlhf_gym.bench_device import resolve_bench_device
     from rlhf_gym.envs.text_env import check_responses
 
+    device = resolve_bench_device(device) if device is not None else None
     check_limit(limit)
     task = bench_task(env_id)
     examples = task.examples(split)
@@ -378,7 +398,7 @@ def score_predictions(env_id: str, predictions, *, split: str = "test", vs_predi
     check_responses(ids, hyps, task.max_response_chars, f"predictions for {task.env_id}")
     if vs is not None:
         check_responses(ids, vs, task.max_response_chars, f"vs predictions for {task.env_id}")
-    scorer = EnvScorer(task, split, reward=reward, safety_coef=safety_coef, safety=safety)
+    scorer = EnvScorer(task, split, reward=reward, safety_coef=safety_coef, safety=safety, device=device)
     judge = task.judge_model()
     shards = [score_shard(scorer, judge, examples[a:b], hyps[a:b], vs[a:b] if vs is not None else None, start=a,
                           show_progress=show_progress, cache=cache)
@@ -456,7 +476,7 @@ def run_bench(agent_spec: str, env_ids: Sequence[str] | None = None, *, vs_spec:
               reward: str | None = None, safety_coef: float = 0.0, executor: str = "local",
               address: str | None = None, num_cpus: int | None = None, shard_size: int = SHARD_SIZE,
               max_retries: int | None = None, seeds: Sequence[int] | None = None,
-              safety: str | None = None) -> dict[str, Any]:
+              safety: str | None = None, device: str | None = None) -> dict[str, Any]:
     """Evaluate an agent on each env, in shards of ``shard_size`` examples (generate, then
     score); the results file is rewritten after every env, and with ``resume`` envs already in
     it (for the same agent, split, limit, reward and safety penalty) are not run again, nor
@@ -467,7 +487,9 @@ def run_bench(agent_spec: str, env_ids: Sequence[str] | None = None, *, vs_spec:
     With ``seeds``, a sampling agent runs once per seed and each env's block gets per-seed
     numbers and their aggregate (``rlhf_gym.bench_shards.run_seeded_bench``); a deterministic
     agent runs once and its block says so. ``results["overall"]`` is the cross-task ranking
-    score (``rlhf_gym.winrate.overall_ranking_score``)."""
+    score (``rlhf_gym.winrate.overall_ranking_score``). ``device`` (cpu, cuda, cuda:N, mps, auto;
+    default cpu) runs the scoring encoders, and model agents, there (:mod:`rlhf_gym.bench_device`);
+    DialogueMemory envs score on the CPU."""
     from rlhf_gym.bench_shards import run_seeded_bench, run_sharded_bench
 
     check_limit(limit)
@@ -483,7 +505,8 @@ def run_bench(agent_spec: str, env_ids: Sequence[str] | None = None, *, vs_spec:
         memory_env_version(env_id)
     kwargs = dict(vs_spec=vs_spec, split=split, limit=limit, batch_size=batch_size, out=out, resume=resume,
                   show_progress=show_progress, reward=reward, safety_coef=safety_coef, executor=executor,
-                  address=address, num_cpus=num_cpus, shard_size=shard_size, max_retries=max_retries, safety=safety)
+                  address=address, num_cpus=num_cpus, shard_size=shard_size, max_retries=max_retries, safety=safety,
+                  device=device)
     if seeds and other_ids:
         results = run_seeded_bench(agent_spec, other_ids, seeds=seeds, **kwargs)
     else:

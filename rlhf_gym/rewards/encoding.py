@@ -446,6 +446,11 @@ class CachedSentenceEncoder:
 
     def cache_space(self, max_length: int) -> str:
         key = f"{self.fingerprint}|{POOLING_RECIPE}|max_length={int(max_length)}|dim={self.embed_dim}"
+        device_type = str(self.device).split(":", 1)[0]
+        if device_type != "cpu":
+            # a GPU's vectors differ from the CPU's in their last bits: kept apart, so a CPU run
+            # never reads them and stays bit-comparable with the committed results (CPU keys unchanged)
+            key += f"|device={device_type}"
         return hashlib.sha256(key.encode()).hexdigest()[:24]
 
     # -- device -----------------------------------------------------------------------
