@@ -343,7 +343,13 @@ def _run_envs(tasks: list, runner, agent_spec: str, *, vs_spec: str | None, spli
               max_retries: int, seed: int | None, safety: str | None, device: str | None,
               resolved: str) -> dict[str, Any]:
     from rlhf_gym.bench_device import agent_device, block_device, device_record
-    from rlhf_gym.evaluation import new_results, resumable_envs, shard_bounds, summarize_shards, write_json_atomic
+    from rlhf_gym.evaluation import (
+        new_results,
+        resumable_envs,
+        shard_bounds,
+        summarize_shards,
+        write_json_atomic,
+    )
 
     results = new_results({"spec": agent_spec, "name": agent_spec}, {"spec": vs_spec} if vs_spec else None)
     agents_on = agent_device(device, resolved)
@@ -430,9 +436,18 @@ def run_seeded_bench(agent_spec: str, env_ids: Sequence[str], *, seeds: Sequence
     block says so. With ``resume``, envs already in ``out`` are kept; a file made with other
     settings or other seeds is an error."""
     from rlhf_gym import winrate
-    from rlhf_gym.evaluation import bench_task, new_results, resumable_envs, write_json_atomic
-
-    from rlhf_gym.bench_device import agent_device, check_device_form, device_record, resolve_bench_device
+    from rlhf_gym.bench_device import (
+        agent_device,
+        check_device_form,
+        device_record,
+        resolve_bench_device,
+    )
+    from rlhf_gym.evaluation import (
+        bench_task,
+        new_results,
+        resumable_envs,
+        write_json_atomic,
+    )
 
     seeds = [int(s) for s in seeds]
     if not seeds or len(set(seeds)) != len(seeds):

@@ -133,9 +133,10 @@ def add_device_arg(p, agents: bool) -> None:
     p.add_argument("--device", default=None, metavar="{cpu,cuda,cuda:N,mps,auto}",
                    help="where the encoders of the reward model, the judges and a torch safety check run"
                         + (", and model agents that take a device (unless their spec names one)" if agents else "")
-                        + "; auto: cuda when torch sees a GPU, else cpu. Default cpu, so results stay bit-comparable "
-                        "with the committed ones (another device agrees to float noise; the results file records "
-                        "it). The e5 reference-free judges and the profanity classifier always run on the CPU")
+                        + "; auto: cuda when torch sees a GPU, else cpu. Default: cpu for the encoders, so results "
+                        "stay bit-comparable with the committed ones (another device agrees to float noise; the "
+                        "results file records it)" + (", and each agent's own device" if agents else "")
+                        + ". The e5 reference-free judges and the profanity classifier always run on the CPU")
 
 
 def _seed_list(text: str) -> list[int]:
@@ -290,6 +291,7 @@ def read_predictions(path: str) -> list[dict]:
 
 
 def cmd_score(args) -> int:
+    from rlhf_gym.bench_device import device_record, resolve_bench_device
     from rlhf_gym.evaluation import (
         check_output_path,
         new_results,
@@ -297,8 +299,6 @@ def cmd_score(args) -> int:
         score_predictions,
         write_json_atomic,
     )
-
-    from rlhf_gym.bench_device import device_record, resolve_bench_device
 
     check_output_path(args.out, overwrite=args.overwrite)
     device = resolve_bench_device(args.device)  # a bad or missing device: an error before any work

@@ -132,3 +132,18 @@ def test_cpu_explicit_gives_the_default_numbers_on_the_real_encoders(tmp_path, m
 
     assert get_encoder().device == "cpu" and get_mpnet_encoder().device == "cpu"
     assert next(get_encoder().model.parameters()).device.type == "cpu"
+
+
+@pytest.mark.slow
+def test_ray_shards_carry_the_device_and_equal_the_local_run(tmp_path):
+    """A local Ray with 2 CPUs, 2 shards: --device auto (the CPU here) travels with each shard's
+    job to its worker, which records it; the numbers equal the local --device cpu run's."""
+    pytest.importorskip("ray")
+    env_id = "rlhf_gym/Summarization-v0"
+    local = run_bench("lead", [env_id], limit=4, shard_size=2, batch_size=2, show_progress=False, device="cpu",
+                      out=tmp_path / "local.json")
+    on_ray = run_bench("lead", [env_id], limit=4, shard_size=2, batch_size=2, executor="ray", num_cpus=2,
+                       show_progress=False, device="auto", out=tmp_path / "ray.json")
+    assert on_ray["envs"] == local["envs"]
+    assert on_ray["envs"][env_id]["device"] == ("cuda" if HAS_CUDA else "cpu")
+    assert on_ray["device"]["requested"] == "auto"
