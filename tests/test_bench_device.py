@@ -91,6 +91,14 @@ def test_model_agents_get_the_device_only_when_it_is_asked_for(tiny_task, tmp_pa
     assert default["envs"] == results["envs"]
 
 
+def test_seeded_bench_records_the_device(tiny_task, tmp_path):
+    results = run_bench("lead", [tiny_task.env_id], batch_size=3, seeds=[0, 1], show_progress=False, device="auto",
+                        out=tmp_path / "seeds.json")
+    assert results["device"]["requested"] == "auto" and results["device"]["device"] == resolve_bench_device("auto")
+    assert json.loads((tmp_path / "seeds.json").read_text())["envs"][tiny_task.env_id]["device"] == \
+        resolve_bench_device("auto")
+
+
 def test_resume_keeps_shards_and_blocks_made_on_another_device_and_says_so(tiny_task, tmp_path):
     job = EnvJob(tiny_task.env_id, "lead", None, "test", None, 0.0, 2, None, None, "cpu", None)
     gpu_job = EnvJob(tiny_task.env_id, "lead", None, "test", None, 0.0, 2, None, None, "cuda", "cuda")
