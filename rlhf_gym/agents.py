@@ -10,7 +10,9 @@ The whole protocol is one method::
 ``infos`` are the env's reset infos (``example_id``, ``references``, ``source``); honest agents
 ignore ``references``. ``rlhf-gym bench --agent SPEC`` builds an agent from a spec string:
 ``reference``, ``lead``, ``retrieval``, ``pad[:SPEC]`` (SPEC's output, the reference by default,
-padded with filler up to the env's length limit: a length-hacking probe), ``smollm2`` (the
+padded with filler up to the env's length limit: a length-hacking probe), ``padsrc[:SPEC]``
+(SPEC's output followed by 0..3 more sentences of the example's source, a seeded number per
+prompt: a verbosity probe whose extra text is on topic), ``smollm2`` (the
 built-in SmolLM2-135M-Instruct policy),
 ``hf:PATH_OR_HUB_ID``, a registered prefix such as ``ppo:OUT_DIR`` or ``bon:smollm2,n=4``, or
 ``package.module:ClassName`` / ``path/to/file.py:ClassName`` for your own. Model agents take
@@ -19,6 +21,7 @@ options after commas: ``smollm2,temperature=0.7,seed=1``, ``hf:PATH,temperature=
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import inspect
@@ -38,9 +41,18 @@ class Agent(Protocol):
     def act(self, observations: Sequence[str], infos: Sequence[dict[str, Any]]) -> list[str]: ...
 
 
+# A sentence ends at . ! or ? followed by whitespace and a capital, digit, quote or bracket.
+_SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
+
+
 def _first_sentence(text: str) -> str:
-    match = re.search(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])", text)
+    match = _SENTENCE_BREAK.search(text)
     return text[: match.start()].strip() if match else text.strip()
+
+
+def split_sentences(text: str) -> list[str]:
+    """``text``'s sentences (the rule lead-1 uses: the first of them is :func:`_first_sentence`)."""
+    return [s.strip() for s in _SENTENCE_BREAK.split(text) if s.strip()]
 
 
 class ReferenceAgent:
@@ -114,6 +126,93 @@ class PadAgent:
 
     def act(self, observations, infos):
         return [pad_text(text, self.max_chars) for text in self.base.act(observations, infos)]
+
+
+def padding_count(seed: int, example_id: str, max_extra: int) -> int:
+    """How many sentences :class:`SourcePadAgent` adds for one prompt: uniform on 0..max_extra,
+    drawn from ``(seed, example id)`` only, so it does not depend on batching or order."""
+    digest = hashlib.sha256(f"{int(seed)}:{example_id}".encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % (int(max_extra) + 1)
+
+
+def pad_with_sentences(text: str, sentences: Sequence[str], count: int, max_chars: int) -> str:
+    """``text`` followed by the first ``count`` of ``sentences`` that it does not already contain
+    and that still fit in ``max_chars`` (one that would not fit is skipped, the next tried); a
+    ``text`` over the limit is cut to it, so the result is always a valid action."""
+    text, added = text[:max_chars], 0
+    for sentence in sentences:
+        if added >= count:
+            break
+        if not sentence or sentence in text:
+            continue
+        candidate = f"{text} {sentence}" if text else sentence
+        if len(candidate) <= max_chars:
+            text, added = candidate, added + 1
+    return text
+
+
+class SourcePadAgent:
+    """A verbosity probe with on-topic padding: another agent's output (the human reference by
+    default) followed by ``k`` sentences of the example's source (summarisation: the abstract,
+    from its start; dialogue: the partner's last turn; translation: the Japanese verse), the
+    ones the output does not already contain, as many as fit in the env's limit. ``k`` is drawn
+    per prompt, uniformly from 0..``max_extra`` (:func:`padding_count`), so the padded length
+    varies from prompt to prompt (with some prompts unpadded) and a length-controlled win rate can
+    tell length from quality: a judge that rewards the extra text makes the raw rate rise with
+    ``k``; the LC rate (the rate at equal length) should not.
+
+    Spec: ``padsrc[:SPEC][,max_extra=K][,pad_seed=S]`` (defaults 3 and 0; SPEC's own options,
+    e.g. ``padsrc:smollm2,temperature=0.7``, stay with SPEC)."""
+
+    def __init__(self, base: "Agent", max_chars: int, max_extra: int = 3, pad_seed: int = 0, name: str | None = None):
+        from rlhf_gym.winrate import is_sampling
+
+        if int(max_extra) < 0:
+            raise ValueError(f"padsrc: max_extra must be >= 0, got {max_extra}")
+        self.base, self.max_chars, self.max_extra, self.pad_seed = base, int(max_chars), int(max_extra), int(pad_seed)
+        self.name = name or f"padsrc:{getattr(base, 'name', 'agent')}"
+        # the padding is fixed by pad_seed; only a sampling base makes the outputs seed-dependent
+        self.deterministic = not is_sampling(base)
+
+    @property
+    def seed(self):
+        """The base agent's sampling seed (``bench --seeds`` sets it there); not the padding's."""
+        return self.base.seed
+
+    @seed.setter
+    def seed(self, value):
+        self.base.seed = value
+
+    def act(self, observations, infos):
+        out = []
+        for text, info in zip(self.base.act(observations, infos), infos):
+            if "example_id" not in info:
+                raise ValueError("padsrc needs the env's infos (example_id, source) for every observation")
+            count = padding_count(self.pad_seed, str(info["example_id"]), self.max_extra)
+            out.append(pad_with_sentences(text, split_sentences(info.get("source", "")), count, self.max_chars))
+        return out
+
+
+SOURCE_PAD_OPTIONS = ("max_extra", "pad_seed")
+
+
+def _source_pad_agent(arg: str, task, device: str | None = None) -> SourcePadAgent:
+    """``padsrc[:SPEC][,max_extra=K][,pad_seed=S]``: options named here are the padder's, every
+    other comma-separated piece belongs to the base SPEC (default: reference)."""
+    base_parts, options = [], {}
+    for piece in arg.split(",") if arg else []:
+        key, sep, value = piece.partition("=")
+        if sep and key.strip() in SOURCE_PAD_OPTIONS:
+            try:
+                options[key.strip()] = int(value)
+            except ValueError:
+                raise ValueError(f"padsrc option {piece!r}: expected an integer") from None
+        else:
+            base_parts.append(piece)
+    base_spec = ",".join(base_parts) or "reference"
+    return SourcePadAgent(make_agent(base_spec, task, device=device), task.max_response_chars,
+                          max_extra=options.get("max_extra", 3), pad_seed=options.get("pad_seed", 0),
+                          name=f"padsrc:{arg}" if arg else "padsrc")
 
 
 def _char_ngrams(text: str, n: int = 3) -> Counter:
@@ -283,6 +382,7 @@ register_agent("retrieval", lambda arg, task: RetrievalAgent(task.examples("trai
 register_agent("pad", lambda arg, task, device=None: PadAgent(make_agent(arg or "reference", task, device=device),
                                                               task.max_response_chars,
                                                               name=f"pad:{arg}" if arg else "pad"), takes_device=True)
+register_agent("padsrc", _source_pad_agent, takes_device=True)
 
 
 def _hf_agent(arg: str, task, device: str | None = None) -> HFModelAgent:
