@@ -268,6 +268,34 @@ def comparison_metrics(name: str, scores_a, scores_b, texts_a, texts_b) -> dict[
     return {f"win_rate_vs_{name}": raw, f"lc_win_rate_vs_{name}": lc}
 
 
+def paired_gain(prefs_a: Sequence[float], delta_a: Sequence[float], prefs_b: Sequence[float],
+                delta_b: Sequence[float], samples: int = metrics.BOOTSTRAP_SAMPLES,
+                seed: int = metrics.BOOTSTRAP_SEED) -> dict[str, Any]:
+    """How much agent A's rate exceeds agent B's against the same opponent on the same prompts
+    (e.g. a padded output against its unpadded base, both against lead): the raw gain and the LC
+    gain, each with a 95% percentile interval from one paired bootstrap over prompts (the same
+    resampled prompts for both agents, the LC fits redone on every resample, ``sd`` included).
+    ``prefs_*``: per-prompt preferences of the agent over the opponent; ``delta_*``: length
+    differences (agent minus opponent)."""
+    ya, yb = np.asarray(prefs_a, dtype=np.float64), np.asarray(prefs_b, dtype=np.float64)
+    da, db = np.asarray(delta_a, dtype=np.float64), np.asarray(delta_b, dtype=np.float64)
+    n = ya.size
+    if not (yb.size == da.size == db.size == n) or n == 0:
+        raise ValueError(f"paired_gain needs four non-empty arrays of one length, got {ya.size}, {da.size}, "
+                         f"{yb.size}, {db.size}")
+    counts = _counts(metrics.resample_indices(n, samples, seed), n)
+    total = counts.sum(axis=1)
+    raw_boot = (counts * (ya - yb)).sum(axis=1) / total
+    lc_a, lc_b = fit_length_logistic(ya, da)["lc"], fit_length_logistic(yb, db)["lc"]
+    theta_a, _ = fit_length_logistic_batch(ya, _batch_features(da, counts), counts)
+    theta_b, _ = fit_length_logistic_batch(yb, _batch_features(db, counts), counts)
+    lc_boot = _sigmoid(theta_a) - _sigmoid(theta_b)
+    q = lambda v: [float(np.quantile(v, 0.025)), float(np.quantile(v, 0.975))]  # noqa: E731
+    return {"raw_gain": float(ya.mean() - yb.mean()), "raw_gain_ci": q(raw_boot),
+            "lc_gain": float(lc_a - lc_b), "lc_gain_ci": q(lc_boot), "n": int(n),
+            "bootstrap_samples": int(samples), "bootstrap_seed": int(seed)}
+
+
 def baseline_predictions(task, examples) -> list[str]:
     """The ranking baseline's outputs (:data:`BASELINE_AGENT`) for ``examples``, made here from
     the env's own data so a submission cannot choose or edit them (valid actions: the lead agent

@@ -103,3 +103,26 @@ def test_lc_removes_the_gain_of_a_judge_that_rewards_padsrc_length(source_task):
                               padded, base)
     assert raw["mean"] > 0.7
     assert abs(lc["mean"] - 0.5) < 0.1 and lc["ci_low"] <= 0.5 <= lc["ci_high"]
+
+
+def test_paired_gain_matches_independent_fits_and_brackets_them():
+    from rlhf_gym import winrate
+
+    rng = np.random.default_rng(3)
+    n = 120
+    k = rng.integers(0, 4, n)  # padsrc's design: 0..3 extra sentences per prompt
+    delta_a = k * 60.0 + (k > 0) * rng.integers(0, 30, n)  # the padded agent is longer by k sentences
+    delta_b = np.zeros(n)  # its base ties the opponent's length
+    prefs_b = (rng.random(n) < 0.5).astype(float)
+    # a verbose judge: a padded output wins 85% of the time; unpadded (k = 0), A is B
+    prefs_a = np.where(k > 0, (rng.random(n) < 0.85).astype(float), prefs_b)
+    out = winrate.paired_gain(prefs_a, delta_a, prefs_b, delta_b)
+    assert out["raw_gain"] == pytest.approx(prefs_a.mean() - prefs_b.mean())
+    lc_a = winrate.fit_length_logistic(prefs_a, delta_a)["lc"]
+    lc_b = winrate.fit_length_logistic(prefs_b, delta_b)["lc"]
+    assert out["lc_gain"] == pytest.approx(lc_a - lc_b)
+    assert out["raw_gain_ci"][0] <= out["raw_gain"] <= out["raw_gain_ci"][1]
+    assert out["raw_gain_ci"][0] > 0.1  # the raw rate gains clearly
+    assert out["lc_gain"] < out["raw_gain"] - 0.1 and out["lc_gain_ci"][0] < 0 < out["lc_gain_ci"][1]
+    with pytest.raises(ValueError, match="one length"):
+        winrate.paired_gain(prefs_a, delta_a, prefs_b[:-1], delta_b)
