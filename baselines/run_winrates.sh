@@ -4,7 +4,10 @@
 #     action-length limit) on Dialogue-v1 and Summarization-v1 (MPNet gold judge); ENVS adds the -v0
 #     twins (MiniLM judge heads: a second judge with its own length behaviour);
 #   - the committed SmolLM2 outputs in baselines/smollm2/ (zero-shot, best-of-4, PPO), scored from their
-#     predictions with `rlhf-gym score`.
+#     predictions with `rlhf-gym score`;
+#   - the newest envs (Summarization-v2, Dialogue-v3: reference-free e5 judge against the reference):
+#     lead, reference, pad and padsrc (the reference followed by 0-3 of the source's sentences, a seeded
+#     number per prompt), and padsrc:lead on Summarization-v2, one file per agent ({agent}_newest.json).
 # Every file is skipped when it exists (rerun to resume). One thread per job. Then prints the table.
 set -euo pipefail
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
@@ -53,5 +56,16 @@ for g in d['envs']['rlhf_gym/$E']['generations']:
 " > "$W/$(basename "$out" .json).preds.jsonl"
   $RG score --env rlhf_gym/$E --limit "$N" --predictions "$W/$(basename "$out" .json).preds.jsonl" --out "$out"
 done
+
+# The newest envs. Translation-v2 is left out: its only source text is the Japanese verse, no filler
+# for an English answer (padsrc there appends it; baselines/README.md).
+NEWEST=${NEWEST:-"rlhf_gym/Summarization-v2 rlhf_gym/Dialogue-v3"}
+for A in lead reference pad padsrc; do
+  [ -f "$R/${A}_newest.json" ] || $RG bench --agent $A --envs $NEWEST --limit "$N" --out "$R/${A}_newest.json"
+done
+# lead-1 followed by more abstract sentences (on dialogue lead echoes the partner's turn, which is the
+# whole source: padsrc:lead would add nothing there)
+[ -f "$R/padsrc_lead_newest.json" ] || \
+  $RG bench --agent padsrc:lead --envs rlhf_gym/Summarization-v2 --limit "$N" --out "$R/padsrc_lead_newest.json"
 
 $PY baselines/winrates_table.py | tee "$R/table.md"

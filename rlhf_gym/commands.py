@@ -45,7 +45,8 @@ def register(subparsers) -> None:
                     "rlhf_gym/Dialogue-v2 (219 examples, MPNet gold judge) took 1,053 s with the 2 CPU cores "
                     "shared with other jobs; the default suite adds 1,817 translation and summarisation examples, "
                     "and model agents add their generation. Try --limit 20 first; --resume continues a killed run.")
-    p.add_argument("--agent", default="lead", help="agent spec: reference, lead, retrieval, smollm2[,temperature=T], "
+    p.add_argument("--agent", default="lead", help="agent spec: reference, lead, retrieval, pad[:SPEC], padsrc[:SPEC] "
+                                                   "(length probes), smollm2[,temperature=T], "
                                                    "hf:PATH, ppo:DIR, rloo:DIR, sft:DIR, bon:POLICY,n=4, "
                                                    "module:Class, file.py:Class (default: lead)")
     p.add_argument("--envs", nargs="+", default=None,
