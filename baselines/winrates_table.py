@@ -20,11 +20,12 @@ AGENTS = [("lead", "lead"), ("retrieval", "retrieval"), ("reference", "reference
           ("smollm2_bon4", "SmolLM2 best-of-4 (proxy)"), ("smollm2_ppo", "SmolLM2 PPO (val-chosen)")]
 ENVS = ["Dialogue-v1", "Summarization-v1", "Dialogue-v0", "Summarization-v0"]
 # The newest envs (reference-free e5 judge against the reference, gold judge against lead): one
-# file per agent, {agent}_newest.json, holding every env it was run on.
+# file per agent, {agent}_newest.json, holding every env it was run on (Translation-v2, run
+# later: {agent}_translation_newest.json).
 NEWEST_AGENTS = [("lead", "lead"), ("reference", "reference"), ("pad", "pad (reference + fixed filler to the limit)"),
                  ("padsrc", "padsrc (reference + 0-3 source sentences)"),
                  ("padsrc_lead", "padsrc:lead (lead-1 + 0-3 more source sentences)")]
-NEWEST_ENVS = ["Summarization-v2", "Dialogue-v3"]
+NEWEST_ENVS = ["Summarization-v2", "Dialogue-v3", "Translation-v2"]
 # (padded agent, its unpadded base): the padding gain is rate(padded) - rate(base), same opponent
 PADDINGS = [("pad", "reference"), ("padsrc", "reference"), ("padsrc_lead", "lead")]
 
@@ -37,10 +38,14 @@ def load(directory: Path, agent: str, env: str) -> dict | None:
 
 
 def load_newest(directory: Path, agent: str, env: str) -> dict | None:
-    path = directory / f"{agent}_newest.json"
-    if not path.exists():
-        return None
-    return json.loads(path.read_text(encoding="utf-8"))["envs"].get(f"rlhf_gym/{env}")
+    """``env``'s block from {agent}_newest.json (several envs) or {agent}_{task}_newest.json (one)."""
+    task = env.split("-")[0].lower()
+    for path in (directory / f"{agent}_newest.json", directory / f"{agent}_{task}_newest.json"):
+        if path.exists():
+            block = json.loads(path.read_text(encoding="utf-8"))["envs"].get(f"rlhf_gym/{env}")
+            if block is not None:
+                return block
+    return None
 
 
 def comparisons(block: dict, lead: dict | None) -> dict[str, tuple[list, list, list, list]]:

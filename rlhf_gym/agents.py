@@ -183,6 +183,11 @@ class SourcePadAgent:
     def seed(self, value):
         self.base.seed = value
 
+    def bind_env(self, scorer):
+        """Agents that score candidates with the env's reward (best-of-n) still get the env."""
+        if hasattr(self.base, "bind_env"):
+            self.base.bind_env(scorer)
+
     def act(self, observations, infos):
         out = []
         for text, info in zip(self.base.act(observations, infos), infos):
