@@ -13,7 +13,9 @@ from pathlib import Path
 def _acc(block) -> str:
     if not block or not block["n"]:
         return "-"
-    return f"{block['accuracy']:.2f} [{block['ci_low']:.2f}, {block['ci_high']:.2f}]"
+    # three decimals from n = 1000 on: at two, Wilson's [0.997, 1.000] for 1517/1517 would print [1.00, 1.00]
+    d = 3 if block["n"] >= 1000 else 2
+    return f"{block['accuracy']:.{d}f} [{block['ci_low']:.{d}f}, {block['ci_high']:.{d}f}]"
 
 
 def _mean(block) -> str:

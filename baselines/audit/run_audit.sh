@@ -2,7 +2,7 @@
 # Reward-model audit (rlhf-gym eval-rm) of the shipped training reward and judge of every latest
 # env, on the first $LIMIT test examples (the bias subset: up to $LIMIT per category from the
 # whole test split). Each file is skipped when it exists (rerun to resume); then the markdown
-# tables of envs/REWARD_MODELS.md are printed from the JSON files.
+# tables of envs/REWARD_MODELS.md are printed from the JSON files. V0=1 adds the v0 heads (whole test splits).
 #   bash baselines/audit/run_audit.sh            # RLHF_GYM="python -m rlhf_gym.cli" to use a checkout
 set -euo pipefail
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
@@ -17,3 +17,14 @@ for env in $ENVS; do
   [ -f $OUT/${t}_judge.json ] || $RLHF_GYM eval-rm --env $env --judge --limit $LIMIT --out $OUT/${t}_judge.json
 done
 $PYTHON baselines/audit/audit_table.py $OUT/*_reward.json $OUT/*_judge.json
+# V0=1: also the v0 MiniLM heads on the whole test splits (envs/REWARD_MODELS.md, "Measured"), in $OUT/v0/
+if [ "${V0:-0}" = 1 ]; then
+  mkdir -p $OUT/v0
+  for t in translation summarization dialogue; do
+    env=rlhf_gym/$(tr '[:lower:]' '[:upper:]' <<< "${t:0:1}")${t:1}-v0
+    [ -f $OUT/v0/${t}_reward.json ] || $RLHF_GYM eval-rm --env $env --out $OUT/v0/${t}_reward.json
+    [ -f $OUT/v0/${t}_judge.json ] || $RLHF_GYM eval-rm --env $env --judge --out $OUT/v0/${t}_judge.json
+  done
+  $PYTHON baselines/audit/heads_table.py
+  $PYTHON baselines/audit/audit_table.py $OUT/v0/*.json
+fi
