@@ -57,11 +57,15 @@ for g in d['envs']['rlhf_gym/$E']['generations']:
   $RG score --env rlhf_gym/$E --limit "$N" --predictions "$W/$(basename "$out" .json).preds.jsonl" --out "$out"
 done
 
-# The newest envs. Translation-v2 is left out: its only source text is the Japanese verse, no filler
-# for an English answer (padsrc there appends it; baselines/README.md).
+# The newest envs (Translation-v2 in its own files: its only source text is the Japanese verse, so
+# padsrc appends that, not an on-topic filler; baselines/README.md).
 NEWEST=${NEWEST:-"rlhf_gym/Summarization-v2 rlhf_gym/Dialogue-v3"}
 for A in lead reference pad padsrc; do
   [ -f "$R/${A}_newest.json" ] || $RG bench --agent $A --envs $NEWEST --limit "$N" --out "$R/${A}_newest.json"
+done
+for A in lead reference padsrc; do
+  [ -f "$R/${A}_translation_newest.json" ] || \
+    $RG bench --agent $A --envs rlhf_gym/Translation-v2 --limit "$N" --out "$R/${A}_translation_newest.json"
 done
 # lead-1 followed by more abstract sentences (on dialogue lead echoes the partner's turn, which is the
 # whole source: padsrc:lead would add nothing there)
