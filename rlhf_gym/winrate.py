@@ -421,6 +421,11 @@ SEED_METRICS = ("reward_mean", "judge_mean", "win_rate_vs_reference", "lc_win_ra
                 "length", "most_repeated_share", "bleu", "chrf", "rougeL")
 
 
+# On envs with a reference-free judge, the win rate against the reference is that judge's
+# (``bench`` writes its scores as refjudge_*): the aggregate over seeds must read the same fields.
+_REFJUDGE_PAIR = ("refjudge_score", "prediction", "refjudge_reference_score", "reference")
+
+
 def _field(gen: dict, key: str):
     return gen["references"][0] if key == "reference" else gen.get(key)
 
@@ -435,7 +440,10 @@ def aggregate_seed_blocks(blocks: Sequence[dict[str, Any]], seeds: Sequence[int]
     per_seed = [{"seed": int(s), "metrics": {k: b["metrics"].get(k) for k in SEED_METRICS},
                  "predictions": [g["prediction"] for g in b["generations"]]} for s, b in zip(seeds, blocks)]
     aggregate: dict[str, Any] = {}
-    for name, (sa, ta, sb, tb) in _PAIRS.items():
+    for name, pair in _PAIRS.items():
+        if name == "reference" and all("refjudge_score" in g for b in blocks for g in b["generations"]):
+            pair = _REFJUDGE_PAIR
+        sa, ta, sb, tb = pair
         if any(_field(g, sb) is None for b in blocks for g in b["generations"]):
             aggregate[f"win_rate_vs_{name}"] = aggregate[f"lc_win_rate_vs_{name}"] = None
             continue

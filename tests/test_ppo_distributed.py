@@ -78,26 +78,28 @@ def test_ranks_partial_losses_add_up_to_the_whole_mini_batch_loss():
                                   for s in (slice(0, 2), slice(2, 6))), whole_pg)
 
 
-def _train_args(algo, out):
+def _train_args(algo, out, single_pass=False):
+    # single_pass: one optimiser step over the whole batch (the rollout log-probs come from the update's forward)
+    update = ["--mini-batch-size", "8", "--ppo-epochs", "1"] if single_pass else ["--mini-batch-size", "4",
+                                                                                 "--ppo-epochs", "2"]
     args = ["train", algo, "--env", "rlhf_gym/Translation-v1", "--policy", str(POLICY), "--preset", "cpu-tiny",
-            "--reward", "chrf", "--iterations", "2", "--batch-size", "8", "--mini-batch-size", "4",
-            "--ppo-epochs", "2", "--max-new-tokens", "8", "--sampling-rng", "per-sample", "--no-progress",
+            "--reward", "chrf", "--iterations", "2", "--batch-size", "8", *update, "--max-new-tokens", "8", "--sampling-rng", "per-sample", "--no-progress",
             "--no-plot", "--save-every", "1", "--out", str(out)]
     return args + (["--rloo-k", "2"] if algo == "rloo" else [])
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("algo", ["ppo", "rloo"])
-def test_two_gloo_processes_match_one_process_with_the_same_global_batch(algo, tmp_path):
+@pytest.mark.parametrize("algo,single_pass", [("ppo", False), ("rloo", False), ("ppo", True), ("rloo", True)])
+def test_two_gloo_processes_match_one_process_with_the_same_global_batch(algo, single_pass, tmp_path):
     """About 1-2 minutes on 2 busy cores: `accelerate launch --multi_gpu` is the multi-process
     launcher (on a machine without GPUs the ranks use gloo on CPU)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     run = lambda cmd: subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)  # noqa: E731
-    one = run([sys.executable, "-m", "rlhf_gym.cli", *_train_args(algo, tmp_path / "one")])
+    one = run([sys.executable, "-m", "rlhf_gym.cli", *_train_args(algo, tmp_path / "one", single_pass)])
     assert one.returncode == 0, one.stderr[-3000:]
     two = run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "-m", "rlhf_gym.cli", *_train_args(algo, tmp_path / "two")])
+               "-m", "rlhf_gym.cli", *_train_args(algo, tmp_path / "two", single_pass)])
     assert two.returncode == 0, two.stderr[-3000:]
 
     read = lambda run_dir, name: [json.loads(x) for x in (run_dir / name).read_text().splitlines()]  # noqa: E731

@@ -127,6 +127,26 @@ def test_aggregate_over_seeds_resamples_seeds_as_well_as_prompts():
     assert lc["mean"] == pytest.approx(winrate.fit_length_logistic(same[0], np.linspace(-50, 50, n))["lc"], abs=1e-6)
 
 
+def test_seed_aggregate_vs_reference_uses_the_reference_free_judge_when_the_env_has_one():
+    """The single-seed win rate against the reference comes from the reference-free judge
+    (refjudge_* fields); the aggregate over seeds must use the same judge, not the gold one."""
+    def block(wins_gold, wins_refjudge):
+        gens = [{"id": str(i), "prediction": "p" * 10, "references": ["r" * (10 + i % 3)],
+                 "judge_score": 1.0 if i < wins_gold else 0.0, "reference_judge_score": 0.5,
+                 "refjudge_score": 1.0 if i < wins_refjudge else 0.0, "refjudge_reference_score": 0.5, "reward": 0.0,
+                 "baseline_prediction": "b", "baseline_judge_score": 0.0}
+                for i in range(20)]
+        return {"metrics": {}, "generations": gens}
+
+    agg = winrate.aggregate_seed_blocks([block(18, 4), block(18, 6)], [0, 1])
+    assert agg["aggregate"]["win_rate_vs_reference"]["mean"] == pytest.approx(0.25)  # (4 + 6) / 40, not 0.9
+    # without reference-free scores the gold judge's are the ones there are
+    for b in (plain := [block(18, 4), block(18, 6)]):
+        for g in b["generations"]:
+            del g["refjudge_score"], g["refjudge_reference_score"]
+    assert winrate.aggregate_seed_blocks(plain, [0, 1])["aggregate"]["win_rate_vs_reference"]["mean"] == 0.9
+
+
 def test_combine_env_rates_mean_and_normal_interval():
     a = {"mean": 0.2, "ci_low": 0.1, "ci_high": 0.3}
     b = {"mean": 0.6, "ci_low": 0.4, "ci_high": 0.8}
