@@ -10,6 +10,7 @@ Same work on both sides:
   them (``rlhf_gym.integrations.trl.prompt_records``: the chat template for SmolLM2);
 - reward: the env's own reward (its ``step``), through ``make_reward_func`` for TRL;
 - one optimiser step per iteration (native ``ppo_epochs=1`` with one mini-batch; TRL's default),
+  no gradient checkpointing on either side (TRL turns it on by default: ``--trl-gradient-checkpointing``),
   ``batch-size`` completions per iteration (``k`` per prompt for RLOO/GRPO), the same sampling
   temperature, KL coefficient and LoRA rank (``--lora-r 0``: full-parameter on both sides).
 Reported per trainer: completions (samples) per second, generated tokens per second and seconds per
@@ -103,7 +104,10 @@ def bench_trl(args, which: str) -> dict | None:
                       max_steps=args.iterations + 1, logging_steps=1, report_to=[], use_cpu=True, bf16=False,
                       save_strategy="no", num_generations=args.k, max_completion_length=args.max_new_tokens,
                       temperature=args.temperature, learning_rate=args.lr, beta=args.beta, seed=args.seed,
-                      dataloader_num_workers=0, disable_tqdm=True)
+                      dataloader_num_workers=0, disable_tqdm=True,
+                      # TRL's GRPO/RLOO configs turn it on by default; the native trainer does not
+                      # checkpoint, so like for like it is off unless asked for
+                      gradient_checkpointing=args.trl_gradient_checkpointing)
         conf_cls, trainer_cls = ((trl.GRPOConfig, trl.GRPOTrainer) if which == "grpo"
                                  else (trl.RLOOConfig, trl.RLOOTrainer))
         trainer = trainer_cls(model=model, reward_funcs=[reward], args=conf_cls(**common), train_dataset=dataset,
@@ -190,6 +194,8 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--native", nargs="*", default=["ppo", "rloo"], help="native algorithms to time")
     parser.add_argument("--trl", nargs="*", default=["grpo", "rloo"], help="TRL trainers to compare (none: skip)")
+    parser.add_argument("--trl-gradient-checkpointing", action="store_true",
+                        help="keep TRL's default gradient checkpointing (off by default: the native trainer has none)")
     parser.add_argument("--rounds", type=int, default=1, help="interleaved repetitions; the best is reported")
     parser.add_argument("--no-decode", action="store_true", help="skip the decoding-vs-bandwidth measurement")
     parser.add_argument("--json", help="also write the results here")
