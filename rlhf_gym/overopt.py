@@ -362,11 +362,12 @@ def _kl_of(row: dict[str, Any], kl: str) -> float | None:
     return None if value is None else float(value)
 
 
-def _report(run: Path, config: dict[str, Any], settings: dict[str, Any], rows: list[dict[str, Any]],
-            measurer) -> dict[str, Any]:
-    """The JSON report: rows with gains over the start, and the fits (when there are enough points)."""
-    from rlhf_gym.evaluation import _model_id
-
+def fit_curves(rows: list[dict[str, Any]], settings: dict[str, Any]) -> dict[str, Any]:
+    """Everything derived from the measured points: each row's gains over the start (iteration 0)
+    with their paired standard errors (None without per-response scores), its ``sqrt_kl``, and
+    the Gao fits per decoding (``{"error": ...}`` where there are too few points). Sets the
+    derived fields on ``rows`` and returns the fits. The leaderboard re-derives a submitted curve
+    with it (``rlhf_gym.leaderboard.overopt_curve``)."""
     start = next((r for r in rows if r["iteration"] == 0), None)
     fits: dict[str, Any] = {}
     for decoding in ("sample", "greedy"):
@@ -391,6 +392,15 @@ def _report(run: Path, config: dict[str, Any], settings: dict[str, Any], rows: l
     for r in rows:
         x = _kl_of(r, settings["kl"])
         r["sqrt_kl"] = math.sqrt(max(x, 0.0)) if x is not None else None
+    return fits
+
+
+def _report(run: Path, config: dict[str, Any], settings: dict[str, Any], rows: list[dict[str, Any]],
+            measurer) -> dict[str, Any]:
+    """The JSON report: rows with gains over the start, and the fits (when there are enough points)."""
+    from rlhf_gym.evaluation import _model_id
+
+    fits = fit_curves(rows, settings)
     report = {
         "schema": SCHEMA, "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "run": str(run), "env_id": config["env_id"], "algo": config.get("algo"), "settings": settings,
