@@ -240,7 +240,9 @@ def create_app(db_url: str, *, verifier: Verifier | None = None, max_body_mb: fl
         rows = board.rows()
         from .service import build_board
 
-        return page("index.html", board=build_board(list(rows)), rows=rows, human=feedback_stats(db))
+        data = build_board(list(rows))
+        return page("index.html", board=data, rows=rows, human=feedback_stats(db),
+                    curves=board.curves(order=[o["id"] for o in data["overall"]]))
 
     @app.get("/submissions/{sid}", response_class=HTMLResponse)
     def submission_page(sid: str):

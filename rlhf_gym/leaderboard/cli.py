@@ -26,6 +26,9 @@ def register(subparsers) -> None:
     p.add_argument("--model", default="", help="model id or checkpoint")
     p.add_argument("--url", default="", help="code / paper URL (http or https)")
     p.add_argument("--seeds", default="", help="comma-separated training seeds, e.g. 0,1,2")
+    p.add_argument("--overopt", metavar="RUN_DIR|overopt.json", default=None,
+                   help="attach the training run's over-optimisation curve (`rlhf-gym overopt RUN_DIR` writes "
+                        "RUN_DIR/overopt.json): its points are shown as self-reported, its fits are recomputed")
     p.add_argument("--wait", type=float, default=600, metavar="SECONDS",
                    help="with --server: follow the queued submission until it is scored, at most this long "
                         "(default 600; 0 returns once it is accepted)")
@@ -115,6 +118,8 @@ def _submit(args) -> int:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()] if args.seeds else []
     doc = build_submission(_read_json(args.results), name=args.name, description=args.description,
                            model=args.model, url=args.url, seeds=seeds)
+    if args.overopt:
+        _attach_overopt(doc, args.overopt)
     if args.dir:
         return _submit_dir(doc, Path(args.dir))
     if not args.token:
@@ -132,7 +137,7 @@ def _submit(args) -> int:
         print("its earlier scoring had failed on the server side: queued again")
     status = body.get("status")
     if status in ("verified", "mismatch"):
-        _print_verdict(body["verified"], body.get("mismatches") or {})
+        _print_verdict(body["verified"], body.get("mismatches") or {}, body.get("overopt"))
     elif status == "failed":
         err = body.get("error") or {}
         where = f" (field {err['field']})" if err.get("field") else ""
@@ -144,6 +149,19 @@ def _submit(args) -> int:
         print(f"pending: queued for scoring{waited}; follow it at {base}{body['status_url']}")
     print(f"{base}{body['url']}")
     return 0
+
+
+def _attach_overopt(doc: dict, path: str) -> None:
+    """Add the compacted curve of ``path`` and check it here, before anything is sent or filed."""
+    from .overopt_curve import load_curve, validate_curve
+    from .validate import SubmissionError
+
+    doc["overopt"] = load_curve(path)
+    envs = (doc.get("results") or {}).get("envs") or {}
+    try:
+        validate_curve(doc["overopt"], list(envs) if isinstance(envs, dict) else [])
+    except SubmissionError as err:
+        raise ValueError(f"--overopt {path}: {err}") from None
 
 
 def _submit_dir(doc: dict, directory: Path) -> int:
@@ -158,23 +176,35 @@ def _submit_dir(doc: dict, directory: Path) -> int:
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(canonical_json(doc) + "\n", encoding="utf-8")
         os.replace(tmp, path)
-    _print_outcome(verdict.id, created, verdict.verified, verdict.mismatches)
+    _print_outcome(verdict.id, created, verdict.verified, verdict.mismatches, verdict.overopt)
     print(path)
     return 0
 
 
-def _print_outcome(sid: str, created: bool, verified: bool, mismatches: dict) -> None:
+def _print_outcome(sid: str, created: bool, verified: bool, mismatches: dict, overopt: dict | None = None) -> None:
     print(f"{'accepted' if created else 'already present (identical content)'}: {sid}")
-    _print_verdict(verified, mismatches)
+    _print_verdict(verified, mismatches, overopt)
 
 
-def _print_verdict(verified: bool, mismatches: dict) -> None:
+def _print_verdict(verified: bool, mismatches: dict, overopt: dict | None = None) -> None:
     print("verified: submitted metrics match the recomputed ones" if verified
           else "NOT verified: submitted metrics differ from the recomputed ones")
+    if overopt is not None:
+        _print_curve(overopt)
     for env_id, rows in mismatches.items():
         for key, row in rows.items():
             print(f"  {env_id} {key}: submitted {row['submitted']!r}, recomputed {row['recomputed']!r}"
                   f" ({row['status']})")
+
+
+def _print_curve(view: dict) -> None:
+    peak = view.get("gold_peak")
+    fit = view["fits"].get(view["decoding"], {}).get("gold", {})
+    where = (f"gold fit peaks at KL {peak['peak_kl']:.3g} (sqrt {peak['peak_sqrt_kl']:.3g}, gain {peak['peak_gain']:+.3g})"
+             if peak else "gold fit has no peak (beta <= 0)" if "beta" in fit else f"no gold fit ({fit.get('error')})")
+    print(f"over-optimisation curve ({view['env_id']}, {len(view['rows'])} points, self-reported): fit "
+          f"{'recomputed and matches' if view['fit_verified'] else 'DIFFERS from the one recomputed from the points'}"
+          f"; {where}")
 
 
 def _verifier():
@@ -259,17 +289,19 @@ def build_site(directory: str | Path, out: str | Path, *, verifier=None) -> dict
         rows = board.rows()
         data = build_board(list(rows))
         subs = [board.submission(r["id"]) for r in data["overall"]]
+        curves = board.curves(order=[r["id"] for r in data["overall"]])
     (out / "submissions").mkdir(parents=True, exist_ok=True)
     copy_static(out)
     top = environment(static_prefix="static", link_prefix="submissions/", link_suffix=".html")
     (out / "index.html").write_text(top.get_template("index.html").render(board=data, rows=rows, static_site=True,
-                                                                          home="index.html"), encoding="utf-8")
+                                                                          home="index.html", curves=curves),
+                                     encoding="utf-8")
     sub_env = environment(static_prefix="../static", link_prefix="", link_suffix=".html")
     for sub in subs:
         (out / "submissions" / f"{sub['id']}.html").write_text(
             sub_env.get_template("submission.html").render(sub=sub, n_samples=20, static_site=True,
                                                            home="../index.html"), encoding="utf-8")
-    (out / "leaderboard.md").write_text(markdown_board(data), encoding="utf-8")
+    (out / "leaderboard.md").write_text(markdown_board(data, curves), encoding="utf-8")
     (out / "leaderboard.json").write_text(json.dumps(data, indent=1), encoding="utf-8")
     return {"submissions": len(subs), "out": str(out)}
 

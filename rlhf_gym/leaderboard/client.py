@@ -177,4 +177,8 @@ def submit(base: str, doc: dict, token: str, *, wait_s: float = 600, poll_s: flo
         if body["status"] in ("verified", "mismatch"):
             body["mismatches"] = {env: {k: row for k, row in e["comparison"].items() if row["status"] != "match"}
                                   for env, e in st.body.get("envs", {}).items()}
+            if st.body.get("overopt"):
+                body["mismatches"]["overopt"] = {k: row for k, row in st.body["overopt"]["comparison"].items()
+                                                 if row["status"] != "match"}
+            body["overopt"] = st.body.get("overopt")
     return body

@@ -109,6 +109,13 @@ CREATE TABLE IF NOT EXISTS feedback_labels (
 );
 """
 
+# Columns added after a table was first released: (table, column, type). They are nullable, and
+# init_schema adds any that is missing, so a database created by an older version keeps working
+# (its rows read NULL: e.g. a submission stored before curves existed has no curve).
+ADDED_COLUMNS = [
+    ("submissions", "overopt", "TEXT"),  # the attached over-optimisation curve's view (overopt_curve.py), JSON
+]
+
 SERIAL = {"sqlite": "INTEGER PRIMARY KEY AUTOINCREMENT", "postgres": "BIGSERIAL PRIMARY KEY"}
 
 
@@ -254,8 +261,36 @@ class Database:
                 if stmt.strip():
                     cur.execute(stmt)
             conn.commit()
+            self._add_columns(conn)
         finally:
             conn.close()
+
+    def _columns(self, conn, table: str) -> set[str]:
+        cur = conn.cursor()
+        if self.dialect == "sqlite":
+            cur.execute(f"PRAGMA table_info({table})")
+            return {row[1] for row in cur.fetchall()}
+        cur.execute("SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema()"
+                    " AND table_name = %s", (table,))
+        return {row[0] for row in cur.fetchall()}
+
+    def _add_columns(self, conn) -> None:
+        """The migration of :data:`ADDED_COLUMNS`. Checked first, so a started database takes no
+        table lock; two processes starting at once on an old database may both try the ALTER, and
+        the loser's "already exists" is ignored."""
+        for table, column, sql_type in ADDED_COLUMNS:
+            if column in self._columns(conn, table):
+                continue
+            cur = conn.cursor()
+            if self.dialect == "postgres":
+                cur.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {sql_type}")
+            else:
+                try:
+                    cur.execute(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
+                except sqlite3.OperationalError as err:
+                    if "duplicate column" not in str(err):
+                        raise
+            conn.commit()
 
     # -- users -----------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 from . import jobs
 from .db import Database, DbScoreCache
+from .overopt_curve import mismatches as curve_mismatches
 from .validate import (
     Scorer,
     ScoringUnavailable,
@@ -179,13 +180,16 @@ class Leaderboard:
         return out
 
     def _scored(self, tx, sid: str) -> Outcome | None:
-        row = tx.one("SELECT id, verified FROM submissions WHERE id = ?", (sid,))
+        row = tx.one("SELECT id, verified, overopt FROM submissions WHERE id = ?", (sid,))
         if row is None:
             return None
         envs = tx.all("SELECT env_id, comparison FROM submission_envs WHERE submission_id = ?", (sid,))
         verified = bool(row["verified"])
+        mismatches = _mismatches(envs)
+        if row["overopt"]:
+            mismatches["overopt"] = curve_mismatches(json.loads(row["overopt"]))
         return Outcome(id=sid, created=False, status="verified" if verified else "mismatch", verified=verified,
-                       mismatches=_mismatches(envs))
+                       mismatches=mismatches)
 
     def status(self, sid: str) -> Outcome | None:
         with self.db.tx() as tx:
@@ -205,11 +209,12 @@ class Leaderboard:
             # The primary key keeps a row written before the queue existed from being duplicated.
             inserted = tx.execute(
                 "INSERT INTO submissions (id, user_name, source, name, description, model, url, seeds, created,"
-                " verified, scorer, document) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " verified, scorer, document, overopt) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (id) DO NOTHING",
                 (verdict.id, job.user_name, job.source, meta["name"], meta.get("description", ""),
                  meta.get("model", ""), meta.get("url", ""), json.dumps(meta.get("seeds", [])), job.created,
-                 int(verdict.verified), json.dumps(verdict.scorer_info, sort_keys=True), canonical_json(verdict.doc)),
+                 int(verdict.verified), json.dumps(verdict.scorer_info, sort_keys=True), canonical_json(verdict.doc),
+                 None if verdict.overopt is None else canonical_json(verdict.overopt)),
             )
             if inserted == 1:
                 for env in verdict.envs:
@@ -260,6 +265,9 @@ class Leaderboard:
         out["verified"] = bool(row["verified"])
         out["status"] = "verified" if out["verified"] else "mismatch"
         out["scorer"] = json.loads(row["scorer"])
+        # The attached over-optimisation curve: self-reported points, fits recomputed here (None: no curve,
+        # or a row stored before curves existed).
+        out["overopt"] = json.loads(row["overopt"]) if row.get("overopt") else None
         out["envs"] = {}
         for e in envs:
             out["envs"][e["env_id"]] = {
@@ -279,6 +287,17 @@ class Leaderboard:
                 " FROM submissions s JOIN submission_envs e ON e.submission_id = s.id ORDER BY s.created")
         return [table_row(r["id"], r["name"], r["model"], r["created"], r["env_id"], r["task"],
                           json.loads(r["recomputed_metrics"]), bool(r["verified"])) for r in rows]
+
+    def curves(self, order: list[str] | None = None) -> list[dict]:
+        """``{"id", "name", "overopt"}`` of the scored submissions that carry an over-optimisation
+        curve, in the order of ``order`` (submission ids, e.g. the overall ranking), else by date."""
+        with self.db.tx() as tx:
+            rows = tx.all("SELECT id, name, overopt FROM submissions WHERE overopt IS NOT NULL ORDER BY created")
+        out = [{"id": r["id"], "name": r["name"], "overopt": json.loads(r["overopt"])} for r in rows]
+        if order is not None:
+            rank = {sid: i for i, sid in enumerate(order)}
+            out.sort(key=lambda c: rank.get(c["id"], len(rank)))
+        return out
 
     def board(self) -> dict:
         queue = jobs.counts(self.db)  # first: a job done after this count is then in the rows

@@ -5,7 +5,8 @@ metadata::
 
     {"submission_version": 1,
      "meta": {"name": ..., "description": ..., "model": ..., "url": ..., "seeds": [0, 1]},
-     "results": {...results JSON, schema_version 1...}}
+     "results": {...results JSON, schema_version 1...},
+     "overopt": {...}}   # optional: the training run's over-optimisation table (overopt_curve.py)
 
 Its id is the sha256 of its canonical JSON, so an identical resubmission maps to the same
 row. Metrics are recomputed from the generations with the scorer installed here; the
@@ -88,7 +89,7 @@ def _str_field(obj: dict, key: str, path: str, *, required: bool, max_len: int) 
 def validate_structure(doc: Any, *, schema_version: int = 1) -> None:
     """Check shape and types; raises SubmissionError naming the first bad field."""
     _need(isinstance(doc, dict), "$", "submission must be a JSON object")
-    allowed = {"submission_version", "meta", "results"}
+    allowed = {"submission_version", "meta", "results", "overopt"}
     extra = sorted(set(doc) - allowed)
     _need(not extra, f"$.{extra[0]}" if extra else "$", "unknown top-level field")
     _need(doc.get("submission_version") == SUBMISSION_VERSION, "submission_version",
@@ -133,6 +134,10 @@ def validate_structure(doc: Any, *, schema_version: int = 1) -> None:
             _need(len(gen["prediction"]) <= MAX_TEXT, f"{gpath}.prediction", f"longer than {MAX_TEXT} characters")
             _need(gen["id"] not in seen, f"{gpath}.id", f"duplicate example id {gen['id']!r}")
             seen.add(gen["id"])
+    if "overopt" in doc:
+        from .overopt_curve import validate_curve
+
+        validate_curve(doc["overopt"], list(envs))
 
 
 def check_env_ids(doc: dict, known: list[str]) -> None:
@@ -222,14 +227,21 @@ class Verdict:
     doc: dict
     envs: list[EnvVerdict]
     scorer_info: dict
+    overopt: dict | None = None  # the attached curve's view (overopt_curve.verify_curve), if any
 
     @property
     def verified(self) -> bool:
-        return all(e.verified for e in self.envs)
+        return all(e.verified for e in self.envs) and (self.overopt is None or self.overopt["fit_verified"])
 
     @property
     def mismatches(self) -> dict[str, dict[str, dict]]:
-        return {e.env_id: {k: v for k, v in e.comparison.items() if v["status"] != "match"} for e in self.envs}
+        """Per env (and under ``"overopt"`` for an attached curve) the metrics that do not match."""
+        from .overopt_curve import mismatches
+
+        out = {e.env_id: {k: v for k, v in e.comparison.items() if v["status"] != "match"} for e in self.envs}
+        if self.overopt is not None:
+            out["overopt"] = mismatches(self.overopt)
+        return out
 
 
 Scorer = Callable[..., dict]
@@ -268,7 +280,12 @@ def recompute(doc: dict, scorer: Scorer, *, scorer_info: dict | None = None, **s
         envs.append(EnvVerdict(env_id=env_id, task=str(fresh.get("task") or block.get("task") or ""),
                                submitted_metrics=block["metrics"], recomputed_metrics=rec_metrics,
                                comparison=comparison, verified=is_verified(comparison), generations=gens))
-    return Verdict(id=content_hash(doc), doc=doc, envs=envs, scorer_info=scorer_info or {})
+    curve = None
+    if doc.get("overopt") is not None:
+        from .overopt_curve import verify_curve
+
+        curve = verify_curve(doc["overopt"])  # the points cannot be re-measured; what is derived from them can
+    return Verdict(id=content_hash(doc), doc=doc, envs=envs, scorer_info=scorer_info or {}, overopt=curve)
 
 
 def _merge_generations(submitted: list[dict], fresh: list[dict]) -> list[dict]:
