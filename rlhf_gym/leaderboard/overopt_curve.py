@@ -170,6 +170,9 @@ def validate_curve(curve: Any, env_ids: list[str], path: str = "overopt") -> Non
     from rlhf_gym.overopt import DECODINGS, KL_SOURCES, SCHEMA
 
     _need(isinstance(curve, dict), path, "must be an object (the table `rlhf-gym overopt` writes)")
+    rows = curve.get("rows")
+    _need(isinstance(rows, list) and rows, f"{path}.rows", "must be a non-empty list of points")
+    _need(len(rows) <= MAX_POINTS, f"{path}.rows", f"{len(rows)} points, more than the {MAX_POINTS} accepted")
     _all_finite(curve, path)
     size = len(canonical_json(curve).encode("utf-8"))
     _need(size <= MAX_BYTES, path, f"{size} bytes, over the {MAX_BYTES // 1024} KiB limit of a curve "
@@ -211,9 +214,6 @@ def validate_curve(curve: Any, env_ids: list[str], path: str = "overopt") -> Non
     _all_finite(settings, f"{path}.settings")
     decodings = decodings_of(settings)
 
-    rows = curve.get("rows")
-    _need(isinstance(rows, list) and rows, f"{path}.rows", "must be a non-empty list of points")
-    _need(len(rows) <= MAX_POINTS, f"{path}.rows", f"{len(rows)} points, more than the {MAX_POINTS} accepted")
     seen: set[int] = set()
     used_kl = "kl" if settings["kl"] == "measured" else "train_kl"
     fitted = 0
