@@ -280,13 +280,16 @@ class Leaderboard:
         return out
 
     def rows(self) -> list[dict]:
-        """One row per (submission, env) with the recomputed metrics."""
+        """One row per (submission, env) with the recomputed metrics; ``verified`` is the env's,
+        ``submission_verified`` the whole submission's (its other envs and its attached curve)."""
         with self.db.tx() as tx:
             rows = tx.all(
-                "SELECT s.id, s.name, s.model, s.created, e.env_id, e.task, e.recomputed_metrics, e.verified"
+                "SELECT s.id, s.name, s.model, s.created, e.env_id, e.task, e.recomputed_metrics, e.verified,"
+                " s.verified AS submission_verified"
                 " FROM submissions s JOIN submission_envs e ON e.submission_id = s.id ORDER BY s.created")
         return [table_row(r["id"], r["name"], r["model"], r["created"], r["env_id"], r["task"],
-                          json.loads(r["recomputed_metrics"]), bool(r["verified"])) for r in rows]
+                          json.loads(r["recomputed_metrics"]), bool(r["verified"]),
+                          submission_verified=bool(r["submission_verified"])) for r in rows]
 
     def curves(self, order: list[str] | None = None) -> list[dict]:
         """``{"id", "name", "overopt"}`` of the scored submissions that carry an over-optimisation
@@ -333,7 +336,7 @@ def _mismatches(envs: list[dict]) -> dict:
 
 
 def table_row(sid: str, name: str, model: str, created: str, env_id: str, task: str,
-              metrics: dict, verified: bool) -> dict:
+              metrics: dict, verified: bool, *, submission_verified: bool | None = None) -> dict:
     wr = metrics.get("win_rate_vs_reference") or {}
     lc = metrics.get("lc_win_rate_vs_baseline") or {}
     length = metrics.get("length") or {}
@@ -344,6 +347,7 @@ def table_row(sid: str, name: str, model: str, created: str, env_id: str, task: 
         "win_rate": wr.get("mean"), "win_rate_ci": [wr.get("ci_low"), wr.get("ci_high")], "n": wr.get("n"),
         "lc_vs_baseline": lc.get("mean"), "lc_vs_baseline_ci": [lc.get("ci_low"), lc.get("ci_high")],
         "mean_words": length.get("mean_words"), "verified": verified,
+        "submission_verified": verified if submission_verified is None else submission_verified,
     }
 
 
@@ -371,7 +375,8 @@ def build_board(rows: list[dict]) -> dict:
         o["envs"].append(r["env_id"])
         o["_lc"].append({"mean": r["lc_vs_baseline"], "ci_low": r["lc_vs_baseline_ci"][0],
                          "ci_high": r["lc_vs_baseline_ci"][1]} if r.get("lc_vs_baseline") is not None else None)
-        o["verified"] = o["verified"] and r["verified"]
+        # A submission's own verdict also covers what belongs to no env (an attached over-optimisation curve).
+        o["verified"] = o["verified"] and r["verified"] and r["submission_verified"]
         if r["win_rate"] is not None:
             o["_wr"].append(r["win_rate"])
         if r["mean_words"] is not None:

@@ -104,7 +104,7 @@ def test_curve_over_http_is_refit_verified_and_shown(client, make_submission, cu
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
-def test_tampered_fit_or_gain_is_flagged(client, make_submission, curve, wait_status):
+def test_tampered_fit_or_gain_is_flagged(client, make_submission, curve, tiny_env, wait_status):
     doc = make_submission(name="tampered fit")
     doc["overopt"] = copy.deepcopy(curve)
     doc["overopt"]["fits"]["sample"]["gold"]["peak_kl"] *= 3  # claims a later peak
@@ -121,6 +121,8 @@ def test_tampered_fit_or_gain_is_flagged(client, make_submission, curve, wait_st
     assert again["status"] == "mismatch" and sorted(again["mismatches"]["overopt"]) == sorted(bad)
     page = client.get(f"/submissions/{done['id']}").text
     assert "the submitted fit differs from the one recomputed" in page
+    board = client.get("/api/leaderboard").json()  # the overall row is the submission's verdict; the env row its env's
+    assert board["overall"][0]["verified"] is False and board["envs"][tiny_env][0]["verified"] is True
 
 
 def _rows_without_extras(curve: dict, n: int) -> list[dict]:
