@@ -144,8 +144,8 @@ def overopt_svg(view: dict, *, panel_width: int = 270, panel_height: int = 180) 
         xmax = max(xmax, peak["peak_sqrt_kl"])
     xmax = xmax * 1.1 or 1.0
     grid = np.linspace(0.0, xmax, 80)
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="plot overopt" width="{width}" height="{height}" '
-             f'viewBox="0 0 {width} {height}" role="img" aria-label="proxy and gold score gain versus sqrt(KL)">']
+    parts = [(f'<svg xmlns="http://www.w3.org/2000/svg" class="plot overopt" width="{width}" height="{height}" '
+              f'viewBox="0 0 {width} {height}" role="img" aria-label="proxy and gold score gain versus sqrt(KL)">')]
     for k, (which, colour) in enumerate((("proxy", "#1f77b4"), ("gold", "#ff7f0e"))):
         x0 = k * (panel_width + gap) + pad_l
         gains = [r[decoding].get(f"{which}_gain") for r in rows]
@@ -161,10 +161,10 @@ def overopt_svg(view: dict, *, panel_width: int = 270, panel_height: int = 180) 
             lo, hi = lo - 1.0, hi + 1.0
         lo, hi = lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo)
 
-        def px(d: float) -> float:
+        def px(d: float, x0: float = x0) -> float:
             return x0 + pw * d / xmax
 
-        def py(v: float) -> float:
+        def py(v: float, lo: float = lo, hi: float = hi) -> float:
             return pad_t + ph * (1 - (v - lo) / (hi - lo))
 
         parts.append(f'<rect x="{x0}" y="{pad_t}" width="{pw}" height="{ph}" fill="#fafafa" stroke="#999"/>')

@@ -321,7 +321,7 @@ def _job_view(job: dict) -> dict:
            "url": meta.get("url", ""), "seeds": meta.get("seeds", []), "created": job["created"],
            "status": job["status"], "verified": None, "attempts": int(job["attempts"]),
            "scoring": job["status"] == "pending" and job["lease_expires"] is not None
-           and float(job["lease_expires"]) >= time.time(), "envs": {}}
+           and float(job["lease_expires"]) >= time.time(), "envs": {}, "overopt": None}
     if job["status"] == "failed":
         out["error"] = {"kind": job["error_kind"], "field": job["error_field"], "message": job["error"]}
     return out
