@@ -86,9 +86,28 @@ def _str_field(obj: dict, key: str, path: str, *, required: bool, max_len: int) 
     return value
 
 
+def _first_non_finite(obj: Any, path: str = "") -> tuple[str, float] | None:
+    """The JSON path and value of the first NaN or infinity in ``obj`` (Python's json module reads
+    them, standard JSON and the stored documents have none)."""
+    stack = [(path, obj)]
+    while stack:
+        where, item = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return where, item
+        if isinstance(item, dict):
+            stack.extend((f"{where}.{k}" if where else str(k), v) for k, v in reversed(list(item.items())))
+        elif isinstance(item, list):
+            stack.extend((f"{where}[{i}]", v) for i, v in reversed(list(enumerate(item))))
+    return None
+
+
 def validate_structure(doc: Any, *, schema_version: int = 1) -> None:
     """Check shape and types; raises SubmissionError naming the first bad field."""
     _need(isinstance(doc, dict), "$", "submission must be a JSON object")
+    bad = _first_non_finite(doc)
+    if bad is not None:
+        raise SubmissionError(bad[0], f"must be a finite number, got {bad[1]!r} (standard JSON has no NaN or "
+                                      "Infinity; use null for a missing value)")
     allowed = {"submission_version", "meta", "results", "overopt"}
     extra = sorted(set(doc) - allowed)
     _need(not extra, f"$.{extra[0]}" if extra else "$", "unknown top-level field")

@@ -137,6 +137,9 @@ def test_body_over_limit_is_413_by_header_and_by_stream(client):
      422, "rlhf_gym/LbTiny-v7", "unknown version of rlhf_gym/LbTiny"),
     (lambda d, env: d["results"]["envs"].update({"acme/Nope-v0": {**d["results"]["envs"][env], "env_id": "acme/Nope-v0"}}),
      422, "acme/Nope-v0", "unknown env id"),
+    # NaN in a metric (Python's json writes and reads it; standard JSON has none): a 422, not a 500
+    (lambda d, env: d["results"]["envs"][env]["metrics"].update(bleu=float("nan")), 422,
+     "metrics.bleu", "must be a finite number, got nan"),
     # over the env's action limit: refused when posted, by the rule env, bench and score apply
     (lambda d, env: d["results"]["envs"][env]["generations"][2].update(prediction="x" * 5000), 422,
      "generations", "1 of 6 responses are not valid actions of this env"),
