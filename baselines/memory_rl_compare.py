@@ -77,6 +77,26 @@ def copies(block_: dict) -> dict[str, dict[str, int]]:
     return counts
 
 
+def correct_probe_sources(block_: dict) -> list[dict]:
+    """Each correct probe reply with its distance and how many turns back lie the partner's turns it
+    copies COPY_WORDS+ consecutive words of (0 = the turn being answered; [] = no copy)."""
+    by_episode: dict[str, list[dict]] = {}
+    for r in block_["generations"]:
+        by_episode.setdefault(r["id"], []).append(r)
+    rows = []
+    for records in by_episode.values():
+        records = sorted(records, key=lambda r: r["turn"])
+        for i, r in enumerate(records):
+            if not (r["is_probe"] and r["memory_correct"] == 1.0):
+                continue
+            reply = " ".join(_words(r["prediction"]))
+            back = [i - j for j, p in enumerate(records[: i + 1]) for w in [_words(p["partner"])]
+                    if any(" ".join(w[k:k + COPY_WORDS]) in reply for k in range(len(w) - COPY_WORDS + 1))]
+            rows.append({"id": r["id"], "turn": r["turn"], "answer": r["answer"], "distance": r["distance"],
+                         "copied_turns_back": back, "reply": r["prediction"]})
+    return rows
+
+
 def copy_line(spec: str, block_: dict) -> str:
     c = copies(block_)
     part = lambda key: ", ".join(f"{c[k][key]}/{c[k]['n']} {label}" for k, label in  # noqa: E731
@@ -110,6 +130,8 @@ def main(argv=None) -> int:
     parser.add_argument("files", nargs="+", help="BEFORE AFTER, or with --select the validation files")
     parser.add_argument("--select", action="store_true", help="print the validation-chosen agent spec")
     parser.add_argument("--md", help="also write the table here")
+    parser.add_argument("--list-correct", action="store_true",
+                        help="also list each correct probe reply: distance, partner turns it copies (turns back)")
     args = parser.parse_args(argv)
     if args.select:
         print(select(args.files))
@@ -133,6 +155,11 @@ def main(argv=None) -> int:
     lines += ["", f"paired change in memory accuracy (per probe): {gap(paired(before, after, True))}",
               f"paired change in RM score (per ordinary turn, after its own history): {score_gap}", ""]
     lines += [copy_line(spec, b) for spec, b in ((spec_b, before), (spec_a, after))]
+    if args.list_correct:
+        for spec, b in ((spec_b, before), (spec_a, after)):
+            lines += ["", f"correct probes of {spec} (distance; partner turns copied, turns back; reply):"]
+            lines += [f"- d={row['distance']} copied={row['copied_turns_back']} {row['answer']!r}: "
+                      f"{' '.join(row['reply'].split())[:120]!r}" for row in correct_probe_sources(b)]
     text = "\n".join(lines) + "\n"
     sys.stdout.write(text)
     if args.md:

@@ -177,3 +177,11 @@ def test_memory_rl_compare_counts_copies():
     assert counts["correct_probe"] == {"n": 2, "store": 1, "partner": 0}
     assert counts["ordinary"] == {"n": 2, "store": 1, "partner": 0}
     assert "1/3 probe" in compare.copy_line("x", block)
+    block["generations"][1]["distance"] = 1
+    block["generations"][3]["distance"] = 3
+    for r in block["generations"]:
+        r["answer"] = "Rex"
+    rows = compare.correct_probe_sources(block)
+    assert [(r["turn"], r["copied_turns_back"]) for r in rows] == [(1, []), (3, [])]
+    block["generations"][3]["prediction"] = "My dog is called Rex and I love it"  # 6 words of turn 0
+    assert compare.correct_probe_sources(block)[1]["copied_turns_back"] == [3]
