@@ -13,9 +13,9 @@ export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=${OMP_NUM_T
 ENV_ID=${ENV_ID:-rlhf_gym/DialogueMemory-v1}
 RUN=${RUN:-runs/memrl2_v1}
 OUT=${OUT:-baselines/memory/v1/rl/retrain}
-ITERATIONS=${ITERATIONS:-32}
+ITERATIONS=${ITERATIONS:-13}    # the committed study: 13 iterations (snapshots 4, 8, 12)
 SNAPSHOT_EVERY=${SNAPSHOT_EVERY:-4}
-RL_SECONDS=${RL_SECONDS:-4500}      # wall-clock budget of the training; it stops there, snapshots kept
+RL_SECONDS=${RL_SECONDS:-6000}      # wall-clock budget of the training; it stops there, snapshots kept
 VAL_LIMIT=${VAL_LIMIT:-16}
 LIMIT_RL=${LIMIT_RL:-40}
 TEST_BASE=${TEST_BASE:-}            # an existing bench file of the base on the same test episodes, reused if given
