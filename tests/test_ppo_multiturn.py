@@ -148,3 +148,40 @@ def test_compare_script_pairs_probes_and_refuses_test_for_selection(tmp_path):
     assert "paired change" in (tmp_path / "t.md").read_text()
     with pytest.raises(ValueError, match="validation"):
         compare.select([memory])
+
+
+def test_memory_rl_compare_counts_copies():
+    """The copy counts of baselines/memory_rl_compare.py, on a hand-made episode whose answers are
+    known: a store-sentence copy, a partner copy (6+ words), a real answer and an ordinary copy."""
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("memory_rl_compare", root / "baselines" / "memory_rl_compare.py")
+    compare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare)
+
+    def turn(t, partner, reply, probe=False, correct=None):
+        return {"id": "e1", "turn": t, "partner": partner, "prediction": reply, "is_probe": probe,
+                "memory_correct": correct}
+
+    block = {"generations": [
+        turn(0, "Hi! My dog is called Rex and I love long walks on the beach.", "Nice to meet you."),
+        turn(1, "What was my dog called again?", "A's dog is called Rex.", True, 1.0),  # store sentence
+        turn(2, "Tell me what my dog is called.", "I love long walks on the beach too", True, 0.0),  # partner run
+        turn(3, "And my dog?", "Your dog is Rex!", True, 1.0),  # an answer, no copy
+        turn(4, "Ok bye.", "What A has told you so far (the latest is right): nothing"),  # store header
+    ]}
+    counts = compare.copies(block)
+    assert counts["probe"] == {"n": 3, "store": 1, "partner": 1}
+    assert counts["correct_probe"] == {"n": 2, "store": 1, "partner": 0}
+    assert counts["ordinary"] == {"n": 2, "store": 1, "partner": 0}
+    assert "1/3 probe" in compare.copy_line("x", block)
+    block["generations"][1]["distance"] = 1
+    block["generations"][3]["distance"] = 3
+    for r in block["generations"]:
+        r["answer"] = "Rex"
+    rows = compare.correct_probe_sources(block)
+    assert [(r["turn"], r["copied_turns_back"]) for r in rows] == [(1, []), (3, [])]
+    block["generations"][3]["prediction"] = "My dog is called Rex and I love it"  # 6 words of turn 0
+    assert compare.correct_probe_sources(block)[1]["copied_turns_back"] == [3]
