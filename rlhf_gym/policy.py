@@ -812,6 +812,10 @@ def prefill_shared_prompts(body, query, query_mask, groups, length: int | None =
     positions = (m.cumsum(1) - 1).clamp(min=0)  # left padding: positions count real tokens only
     out = body(input_ids=q, attention_mask=m, position_ids=positions, use_cache=True)
     cache = getattr(out, cache_argument(body))
+    if isinstance(cache, tuple):  # transformers 4.x may hand back the legacy tuple-of-tuples cache
+        from transformers import DynamicCache
+
+        cache = DynamicCache.from_legacy_cache(cache)
     cache.reorder_cache(inverse)
     return out, cache
 
