@@ -138,3 +138,54 @@ def test_single_pass_update_matches_the_two_pass_update(policy_dir, tmp_path, mo
     # float noise only (~1e-5, Adam magnifies near-zero gradients); a different update moves
     # weights by about the learning rate (1e-2) per step
     assert all(torch.allclose(wa[k], wb[k], atol=1e-4) for k in wa)
+
+
+def test_length_chunks_are_the_cheapest_contiguous_split():
+    import itertools
+
+    rng = torch.Generator().manual_seed(0)
+    for _ in range(30):
+        n = int(torch.randint(1, 7, (1,), generator=rng))
+        q = torch.randint(1, 300, (n,), generator=rng)
+        r = torch.randint(1, 40, (n,), generator=rng)
+        cost = int(torch.randint(0, 200, (1,), generator=rng))
+        chunks = rollout_mod.length_chunks(q, r, cost)
+        assert sorted(torch.cat(chunks).tolist()) == list(range(n))  # every row exactly once
+
+        def price(parts):
+            return sum(len(c) * (max(q[i] for i in c) + max(r[i] for i in c)) + cost for c in parts)
+
+        order = sorted(range(n), key=lambda i: int(q[i]))
+        brute = min(price([order[a:b] for a, b in zip((0, *cuts), (*cuts, n))])
+                    for k in range(n) for cuts in itertools.combinations(range(1, n), k))
+        assert price([c.tolist() for c in chunks]) == brute
+    # equal lengths: one chunk; a large per-chunk cost: one chunk
+    assert len(rollout_mod.length_chunks(torch.full((8,), 50), torch.full((8,), 9), 0)) == 1
+    assert len(rollout_mod.length_chunks(torch.tensor([10, 300]), torch.tensor([5, 5]), 10**6)) == 1
+    assert len(rollout_mod.length_chunks(torch.tensor([10, 300]), torch.tensor([5, 5]), 64)) == 2
+
+
+@pytest.mark.parametrize("index", [0, 1], ids=["llama", "gpt2"])
+def test_length_chunked_passes_match_one_padded_pass(monkeypatch, index):
+    """Rows grouped by length, each chunk trimmed of its padding: same log-probs, values and
+    gradients as one pass over the whole padded batch."""
+    model = tiny_models()[index]
+    q, qm, r, rm = batch()
+    rm[3, 2:], r[3, 2:] = 0, 0  # responses of different lengths too
+    head = ValueHead(64)
+    torch.nn.init.normal_(head.head.weight)
+
+    def run(cost):
+        monkeypatch.setitem(rollout_mod.CHUNK_COST_POSITIONS, "cpu", cost)
+        model.zero_grad()
+        logp, entropy, values = logprobs_and_values(model, head, q, qm, r, rm, 0.7, with_entropy=True)
+        ((logp * rm).sum() + (values * rm).sum()).backward()
+        grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+        return logp.detach(), entropy, values.detach(), grads
+
+    assert len(rollout_mod.length_chunks(qm.sum(1), rm.sum(1), 0)) > 1  # the split really happens
+    chunked, whole = run(0), run(10**9)
+    mask = rm.bool()
+    for a, b in zip(chunked[:3], whole[:3]):
+        assert torch.allclose(a[mask], b[mask], atol=1e-5), (a - b).abs().max()
+    assert torch.allclose(chunked[3], whole[3], atol=1e-4, rtol=1e-4)
