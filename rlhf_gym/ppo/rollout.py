@@ -199,8 +199,6 @@ def _response_hidden(body, query, qmask, response, rmask):
     T = response.shape[1]
     q_lengths, r_lengths = qmask.sum(1), rmask.sum(1)
     chunks = length_chunks(q_lengths, r_lengths, CHUNK_COST_POSITIONS.get(query.device.type, 8192))
-    if len(chunks) == 1:
-        return _untrimmed_response_hidden(body, query, qmask, response, rmask)
     pieces = []
     for rows in chunks:
         q_len = max(1, int(q_lengths[rows].max()))
