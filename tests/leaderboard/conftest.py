@@ -3,6 +3,7 @@ helpers to build results/submissions the way ``rlhf-gym bench`` writes them."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import subprocess
@@ -230,3 +231,24 @@ def db_url(request, tmp_path) -> str:
     if request.param == "sqlite":
         return str(tmp_path / "lb.db")
     return request.getfixturevalue("postgres").create_database()
+
+
+@pytest.fixture(scope="session")
+def open_client():
+    """``open_client(db_url, verifier, user, rate_limit)``: a context manager giving a TestClient on
+    a fresh app, with ``user``'s bearer token set and ``client.app_db`` its database."""
+
+    @contextlib.contextmanager
+    def open_(db_url, verifier, user: str, rate_limit: str):
+        from fastapi.testclient import TestClient
+
+        from rlhf_gym.leaderboard.app import create_app
+
+        app = create_app(db_url, verifier=verifier, max_body_mb=1, rate_limit=rate_limit, poll_s=0.2)
+        token = app.state.db.add_user(user)
+        with TestClient(app) as c:
+            c.headers["Authorization"] = f"Bearer {token}"
+            c.app_db = app.state.db
+            yield c
+
+    return open_

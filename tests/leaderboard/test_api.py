@@ -15,12 +15,8 @@ from rlhf_gym.leaderboard.app import create_app  # noqa: E402
 
 
 @pytest.fixture
-def client(db_url, verifier):
-    app = create_app(db_url, verifier=verifier, max_body_mb=1, rate_limit="20/min", poll_s=0.2)
-    token = app.state.db.add_user("alice")
-    with TestClient(app) as c:
-        c.headers["Authorization"] = f"Bearer {token}"
-        c.app_db = app.state.db
+def client(db_url, verifier, open_client):
+    with open_client(db_url, verifier, "alice", "20/min") as c:
         yield c
 
 

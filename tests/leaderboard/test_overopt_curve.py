@@ -40,12 +40,8 @@ def curve(report) -> dict:
 
 
 @pytest.fixture
-def client(db_url, verifier):
-    app = create_app(db_url, verifier=verifier, max_body_mb=1, rate_limit="0", poll_s=0.2)
-    token = app.state.db.add_user("olga")
-    with TestClient(app) as c:
-        c.headers["Authorization"] = f"Bearer {token}"
-        c.app_db = app.state.db
+def client(db_url, verifier, open_client):
+    with open_client(db_url, verifier, "olga", "0") as c:
         yield c
 
 
