@@ -23,6 +23,9 @@ Decoding vs the bandwidth bound: every decoding step of a batch reads all the we
 copy: bytes read + written per second), the weight bytes counted from the model; the decode rate is
 one ``generate`` of exactly ``max-new-tokens`` steps (``min_new_tokens`` = ``max_new_tokens``).
 
+``--device cuda`` runs both sides on a GPU in bf16 autocast with fp32 weights (native ``dtype=auto``,
+TRL ``bf16=True``), and the bound uses the GPU's measured bandwidth; ``cpu`` (the default) is fp32.
+
 TRL is a benchmark-only dependency (``pip install 'rlhf-gym[trl]'``); without it only the native
 numbers are printed.
 """
@@ -53,7 +56,8 @@ def bench_native(args, algo: str) -> dict:
                           mini_batch_size=args.batch_size, ppo_epochs=1, max_new_tokens=args.max_new_tokens,
                           temperature=args.temperature, kl_coef=args.beta, lr=args.lr, rloo_k=args.k,
                           lora_r=args.lora_r, lora_alpha=2 * args.lora_r, progress=False, plot=False,
-                          save_every=10**6, snapshot_every=0, device="cpu", seed=args.seed)
+                          save_every=10**6, snapshot_every=0, device=args.device,
+                          dtype="fp32" if args.device == "cpu" else "auto", seed=args.seed)
         history = train(cfg)
     timed = history[1:]  # the first iteration pays one-off costs
     secs = sum(h["time_iteration"] for h in timed)
@@ -101,7 +105,8 @@ def bench_trl(args, which: str) -> dict | None:
 
     with tempfile.TemporaryDirectory() as out:
         common = dict(output_dir=out, per_device_train_batch_size=args.batch_size, gradient_accumulation_steps=1,
-                      max_steps=args.iterations + 1, logging_steps=1, report_to=[], use_cpu=True, bf16=False,
+                      max_steps=args.iterations + 1, logging_steps=1, report_to=[],
+                      use_cpu=args.device == "cpu", bf16=args.device != "cpu",
                       save_strategy="no", num_generations=args.k, max_completion_length=args.max_new_tokens,
                       temperature=args.temperature, learning_rate=args.lr, beta=args.beta, seed=args.seed,
                       dataloader_num_workers=0, disable_tqdm=True,
@@ -124,18 +129,27 @@ def bench_trl(args, which: str) -> dict | None:
             "mean_response_tokens": mean_len, "iterations_timed": len(timed)}
 
 
-def memory_bandwidth_gbs(n_bytes: int = 1 << 30, repeats: int = 5) -> float:
-    """Bytes read + written per second by a large tensor copy (the best of ``repeats``), in GB/s."""
+def memory_bandwidth_gbs(n_bytes: int = 1 << 30, repeats: int = 5, device: str = "cpu") -> float:
+    """Bytes read + written per second by a large tensor copy on ``device`` (the best of ``repeats``), in GB/s."""
     import torch
 
-    src = torch.ones(n_bytes // 4, dtype=torch.float32)
+    src = torch.ones(n_bytes // 4, dtype=torch.float32, device=device)
     dst = torch.empty_like(src)
     best = float("inf")
-    for _ in range(repeats):
+    for _ in range(repeats + 1):  # the first copy warms the device up
+        synchronize(device)
         t = time.perf_counter()
         dst.copy_(src)
+        synchronize(device)
         best = min(best, time.perf_counter() - t)
     return 2 * n_bytes / best / 1e9
+
+
+def synchronize(device: str) -> None:
+    import torch
+
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
 
 
 def decode_vs_bound(args) -> dict:
@@ -143,21 +157,24 @@ def decode_vs_bound(args) -> dict:
 
     from rlhf_gym.integrations.trl import prompt_records
     from rlhf_gym.policy import explicit_generation_config, generate_with_config, resolve_policy
+    from rlhf_gym.ppo.rollout import autocast
 
-    model, tok, meta = resolve_policy(args.policy, args.env)
+    model, tok, meta = resolve_policy(args.policy, args.env, args.device)
     model.eval()
     prompts = [r["prompt"] for r in prompt_records(args.env, "train", limit=args.batch_size, policy=args.policy,
                                                    conversational=False)]
     tok.padding_side = "left"
-    enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(args.device)
     steps = args.max_new_tokens
     gen = explicit_generation_config(max_new_tokens=steps, do_sample=True, temperature=args.temperature,
                                      pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
     gen.min_new_tokens = steps  # exactly `steps` decoding steps for every row
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(torch.device(args.device), "fp32" if args.device == "cpu" else "auto"):
         generate_with_config(model, gen, **enc)  # warm-up
+        synchronize(args.device)
         t = time.perf_counter()
         out = generate_with_config(model, gen, **enc)
+        synchronize(args.device)
         secs = time.perf_counter() - t
     new_tokens = (out.shape[1] - enc["input_ids"].shape[1]) * out.shape[0]
     seen, weight_bytes = set(), 0
@@ -165,7 +182,7 @@ def decode_vs_bound(args) -> dict:
         if p.data_ptr() not in seen:
             seen.add(p.data_ptr())
             weight_bytes += p.numel() * p.element_size()
-    bandwidth = memory_bandwidth_gbs()
+    bandwidth = memory_bandwidth_gbs(device=args.device)
     bound = args.batch_size * bandwidth * 1e9 / weight_bytes
     return {"batch": args.batch_size, "decode_steps": steps, "prompt_tokens_padded": int(enc["input_ids"].shape[1]),
             "seconds": secs, "tokens_per_second": new_tokens / secs,
@@ -192,6 +209,7 @@ def main(argv=None) -> int:
     parser.add_argument("--temperature", type=float, default=0.7)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--device", default="cpu", help="cpu (fp32) or cuda / cuda:N (bf16 autocast, both sides)")
     parser.add_argument("--native", nargs="*", default=["ppo", "rloo"], help="native algorithms to time")
     parser.add_argument("--trl", nargs="*", default=["grpo", "rloo"], help="TRL trainers to compare (none: skip)")
     parser.add_argument("--trl-gradient-checkpointing", action="store_true",
@@ -204,6 +222,8 @@ def main(argv=None) -> int:
         parser.error(f"--batch-size {args.batch_size} must be a multiple of --k {args.k}")
     import torch
 
+    if args.device != "cpu" and not (args.device.startswith("cuda") and torch.cuda.is_available()):
+        parser.error(f"--device {args.device}: only cpu, or cuda / cuda:N with a visible GPU")
     if args.threads:
         torch.set_num_threads(args.threads)
     started = time.perf_counter()
@@ -234,6 +254,7 @@ def main(argv=None) -> int:
         write_json_atomic(args.json, {
             "command": "python benchmarks/bench_ppo_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:]),
             "settings": vars(args), "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                                                "gpu": torch.cuda.get_device_name() if args.device != "cpu" else None,
                                                 "torch_threads": torch.get_num_threads(),
                                                 "load_average_before": load_before,
                                                 "load_average_after": os.getloadavg()},

@@ -488,8 +488,8 @@ def run_bench(agent_spec: str, env_ids: Sequence[str] | None = None, *, vs_spec:
     numbers and their aggregate (``rlhf_gym.bench_shards.run_seeded_bench``); a deterministic
     agent runs once and its block says so. ``results["overall"]`` is the cross-task ranking
     score (``rlhf_gym.winrate.overall_ranking_score``). ``device`` (cpu, cuda, cuda:N, mps, auto;
-    default cpu) runs the scoring encoders, and model agents, there (:mod:`rlhf_gym.bench_device`);
-    DialogueMemory envs score on the CPU."""
+    default cpu) runs the scoring encoders, and model agents, there (:mod:`rlhf_gym.bench_device`),
+    DialogueMemory envs' reward model and agent included."""
     from rlhf_gym.bench_shards import run_seeded_bench, run_sharded_bench
 
     check_limit(limit)
@@ -503,6 +503,12 @@ def run_bench(agent_spec: str, env_ids: Sequence[str] | None = None, *, vs_spec:
     other_ids = [e for e in env_ids if not is_memory_env(e)]
     for env_id in memory_ids:  # a bad id fails before any work
         memory_env_version(env_id)
+    memory_device = memory_agent_device = None
+    if memory_ids:  # a bad --device fails before any work too (the sharded envs check it again)
+        from rlhf_gym.bench_device import agent_device, resolve_bench_device
+
+        memory_device = resolve_bench_device(device)
+        memory_agent_device = agent_device(device, memory_device)
     kwargs = dict(vs_spec=vs_spec, split=split, limit=limit, batch_size=batch_size, out=out, resume=resume,
                   show_progress=show_progress, reward=reward, safety_coef=safety_coef, executor=executor,
                   address=address, num_cpus=num_cpus, shard_size=shard_size, max_retries=max_retries, safety=safety,
@@ -517,7 +523,8 @@ def run_bench(agent_spec: str, env_ids: Sequence[str] | None = None, *, vs_spec:
         from rlhf_gym.memory.bench import memory_block
 
         block = memory_block(agent_spec, env_id, split=split, limit=limit, batch_size=batch_size, reward=reward,
-                             safety_coef=safety_coef, show_progress=show_progress)
+                             safety_coef=safety_coef, show_progress=show_progress, device=memory_device,
+                             agent_device=memory_agent_device)
         block["reward_spec"] = reward or "builtin"
         results["envs"][env_id] = block
         if out:

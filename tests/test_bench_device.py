@@ -155,3 +155,37 @@ def test_ray_shards_carry_the_device_and_equal_the_local_run(tmp_path):
     assert on_ray["envs"] == local["envs"]
     assert on_ray["envs"][env_id]["device"] == ("cuda" if HAS_CUDA else "cpu")
     assert on_ray["device"]["requested"] == "auto"
+
+
+# Replies with the device it was built on: which device bench gave a DialogueMemory agent shows in
+# the results' own generations.
+DEVICE_ECHO_AGENT = '''
+class DeviceEcho:
+    def __init__(self, device="own-default"):
+        self.device = device
+        self.name = "device-echo"
+    def act(self, observations, infos):
+        return [f"I run on {self.device}." for _ in observations]
+'''
+
+
+def test_dialogue_memory_bench_gives_its_agent_and_reward_model_the_device(tmp_path):
+    path = tmp_path / "device_echo.py"
+    path.write_text(textwrap.dedent(DEVICE_ECHO_AGENT))
+    spec, env_id = f"{path}:DeviceEcho", "rlhf_gym/DialogueMemory-v1"
+    asked = run_bench(spec, [env_id], limit=1, batch_size=4, show_progress=False, device="cpu")
+    block = asked["envs"][env_id]
+    assert block["device"] == "cpu"
+    assert {g["prediction"] for g in block["generations"]} == {"I run on cpu."}
+    default = run_bench(spec, [env_id], limit=1, batch_size=4, show_progress=False)["envs"][env_id]
+    assert {g["prediction"] for g in default["generations"]} == {"I run on own-default."}
+    assert block["n_turns"] == default["n_turns"] and default["device"] == "cpu"
+
+
+@pytest.mark.skipif(HAS_CUDA, reason="needs a machine without CUDA")
+def test_dialogue_memory_bench_checks_the_device_before_any_work(tmp_path, capsys):
+    out = tmp_path / "m.json"
+    assert main(["bench", "--envs", "rlhf_gym/DialogueMemory-v1", "--agent", "reference", "--limit", "1",
+                 "--out", str(out), "--device", "cuda"]) == 2
+    assert "--device cuda: torch sees no CUDA GPU" in capsys.readouterr().err
+    assert not out.exists()

@@ -23,9 +23,11 @@ from rlhf_gym.memory.plan import DISTANCE_BUCKETS, distance_bucket
 
 def play_episodes(agent, split: str = "test", limit: int | None = None, reward: Any = None,
                   safety_coef: float = 0.0, batch_size: int = 32, show_progress: bool = True,
-                  memory_weight: float | None = None, version: int = 0) -> tuple[list[dict[str, Any]], Any]:
+                  memory_weight: float | None = None, version: int = 0,
+                  device: str | None = None) -> tuple[list[dict[str, Any]], Any]:
     """Run ``agent`` through the first ``limit`` episodes of DialogueMemory-v``version``; (one record
-    per agent turn, reward model)."""
+    per agent turn, reward model). ``device``: where the reward model's encoder runs (default: its own,
+    the CPU)."""
     from rlhf_gym.envs.memory import DEFAULT_MEMORY_WEIGHT, DialogueMemoryEnv, step_many
     from rlhf_gym.evaluation import SCORE_BATCH
     from rlhf_gym.memory.plan import load_episodes
@@ -38,6 +40,10 @@ def play_episodes(agent, split: str = "test", limit: int | None = None, reward: 
     first = DialogueMemoryEnv(split, reward_model=reward or "builtin", memory_weight=weight, version=version,
                               **penalties)
     shared_reward = first.reward_fn.reward_model  # one loaded reward model for every episode
+    if device is not None:
+        from rlhf_gym.bench_device import place_models
+
+        place_models(device, shared_reward)
     envs = [first] + [DialogueMemoryEnv(split, reward_model=shared_reward, memory_weight=weight, version=version,
                                         **penalties)
                       for _ in range(n - 1)]
@@ -124,19 +130,24 @@ def memory_metrics(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 def memory_block(agent_spec: str, env_id: str, *, split: str = "test", limit: int | None = None,
                  batch_size: int = 32, reward: str | None = None, safety_coef: float = 0.0,
-                 show_progress: bool = True) -> dict[str, Any]:
-    """The per-env block ``bench`` writes for a DialogueMemory env."""
+                 show_progress: bool = True, device: str | None = None,
+                 agent_device: str | None = None) -> dict[str, Any]:
+    """The per-env block ``bench`` writes for a DialogueMemory env. ``device`` (resolved, as
+    :func:`rlhf_gym.bench_device.resolve_bench_device` gives it): where the reward model's encoder
+    runs; ``agent_device``: where a model agent that takes a device runs (None: its default)."""
     import rlhf_gym.memory.agents  # noqa: F401  (registers smollm2-full/-window/-memory)
     from rlhf_gym.agents import make_agent
     from rlhf_gym.envs.memory import BASE_TASK, memory_env_version
     from rlhf_gym.tasks import get_task
 
     version = memory_env_version(env_id)
-    agent = make_agent(agent_spec, get_task(BASE_TASK))
+    agent = make_agent(agent_spec, get_task(BASE_TASK), device=agent_device)
     records, reward_model = play_episodes(agent, split, limit, reward, safety_coef, batch_size, show_progress,
-                                          version=version)
-    return block_from_records(records, version, split=split, limit=limit, reward_model=reward_model,
-                              safety_coef=safety_coef)
+                                          version=version, device=device)
+    block = block_from_records(records, version, split=split, limit=limit, reward_model=reward_model,
+                               safety_coef=safety_coef)
+    block["device"] = device or "cpu"
+    return block
 
 
 def block_from_records(records: list[dict[str, Any]], version: int, *, split: str, limit: int | None,

@@ -62,6 +62,7 @@ class EpisodePool:
         self.envs = [first] + [DialogueMemoryEnv(split, reward_model=shared, version=version, **penalties)
                                for _ in range(n_episodes - 1)]
         self.num_envs, self.n_episodes, self.split = int(num_envs), int(n_episodes), split
+        self.reward_fn = first.reward_fn  # the trainer moves its encoder to the policy's device
         self.examples, self.task = first.examples, first.task
 
 
@@ -87,8 +88,8 @@ def _stack(queries: list[torch.Tensor], responses: list[torch.Tensor], pad: int)
     response = torch.full((n, r_len), pad, dtype=torch.long)
     rmask = torch.zeros((n, r_len), dtype=torch.long)
     for i, (q, r) in enumerate(zip(queries, responses, strict=True)):
-        query[i, q_len - len(q):], qmask[i, q_len - len(q):] = q, 1
-        response[i, :len(r)], rmask[i, :len(r)] = r, 1
+        query[i, q_len - len(q):], qmask[i, q_len - len(q):] = q.cpu(), 1  # samples may sit on a GPU
+        response[i, :len(r)], rmask[i, :len(r)] = r.cpu(), 1
     return query, qmask, response, rmask
 
 
