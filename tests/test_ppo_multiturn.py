@@ -75,6 +75,43 @@ def test_collect_turns_groups_k_replies_per_trained_turn(policy_dir):
     assert np.allclose(ro.raw_scores.numpy(), ro.components["score"] + ro.components["memory_bonus"], atol=1e-5)
 
 
+def test_human_history_replies_generate_only_the_trained_turns(policy_dir):
+    """history_replies="human": earlier turns carry the conversation's real replies, and the trained
+    probe turns are the only generated ones; memory_weight sets the training reward's bonus."""
+    model, tok, meta = load_policy(policy_dir)
+    pool = EpisodePool(ENV, num_envs=4, n_episodes=2, split="validation", reward_model=REWARD, memory_weight=7.5)
+    calls = []
+    import rlhf_gym.ppo.multiturn as mt
+
+    real_sample = mt.sample
+
+    def counting_sample(*args, **kwargs):  # the real sampler, counted
+        calls.append(len(args[3]))
+        return real_sample(*args, **kwargs)
+
+    mt.sample = counting_sample
+    try:
+        torch.manual_seed(0)
+        ro = collect_turns(model, tok, meta, pool, [0, 1], k=2, turns_per_episode=1, view=lambda o: o,
+                           max_new_tokens=4, temperature=1.0, rng=np.random.default_rng(0),
+                           history_replies="human")
+    finally:
+        mt.sample = real_sample
+    assert len(ro.texts) == 4 and sum(calls) == 4  # 2 episodes x 1 trained turn x k=2, nothing else generated
+    episodes = load_episodes("validation")
+    for g in range(2):
+        conv, turn = ro.example_ids[2 * g].rsplit("#", 1)
+        ep = next(e for e in episodes[:2] if e.id == conv)
+        # every earlier agent turn of the observation is the real human reply
+        for t in range(int(turn)):
+            assert ep.real_replies[t].strip()[:40] in ro.prompts[2 * g]
+    bonus = ro.components["memory_bonus"]
+    assert set(np.round(bonus, 6)) <= {0.0, 7.5}
+    assert np.allclose(bonus, 7.5 * ro.components["memory_correct"])
+    with pytest.raises(ValueError, match="history_replies"):
+        make_config("cpu-tiny", history_replies="oracle")
+
+
 def test_rloo_multi_turn_runs_and_resumes(policy_dir, tmp_path):
     before = {k: v.clone() for k, v in load_policy(policy_dir)[0].state_dict().items()}
     history = train(mt_cfg(policy_dir, tmp_path / "r"), reward_model=REWARD)

@@ -82,6 +82,12 @@ class PPOConfig:
     # what the policy sees of the history: "full" (the whole observation), "window:N" (the last N
     # utterances) or "memory:N" (the last N plus the rule-based fact store, as the smollm2-memory agent)
     history_view: str = "full"
+    # the replies earlier turns of a training episode get: "policy" (its own sampled replies, as at test
+    # time) or "human" (the conversation's real human replies: only the trained turns are generated, so
+    # an iteration costs one generation per trained turn instead of one per turn played)
+    history_replies: str = "policy"
+    # the training reward's weight on memory_correct at a probe turn (None: the env's default, 3.0)
+    memory_weight: float | None = None
     # reference/LoRA
     lora_r: int = 0  # >0: train LoRA adapters (needs peft); the reference is the adapter-disabled base
     lora_alpha: int = 16
@@ -116,6 +122,10 @@ class PPOConfig:
         from rlhf_gym.memory.view import parse_history_view
 
         parse_history_view(self.history_view)  # a clear error for a bad view now, not after loading models
+        if self.history_replies not in ("policy", "human"):
+            raise ValueError(f"history_replies must be 'policy' or 'human', got {self.history_replies!r}")
+        if self.memory_weight is not None and not (self.memory_weight >= 0 and self.memory_weight < float("inf")):
+            raise ValueError(f"memory_weight must be a finite number >= 0, got {self.memory_weight!r}")
         if self.dtype not in ("auto", "fp32", "bf16"):
             # fp16 would need loss scaling; bf16 has fp32's range and needs none
             raise ValueError(f"dtype must be auto, fp32 or bf16, got {self.dtype!r}")

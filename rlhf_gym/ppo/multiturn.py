@@ -52,14 +52,16 @@ class EpisodePool:
     model; ``num_envs`` is the number of training samples an iteration yields (the trainer's check)."""
 
     def __init__(self, env_id: str, num_envs: int, n_episodes: int, split: str = "train", reward_model: Any = None,
-                 **penalties):
-        from rlhf_gym.envs.memory import DialogueMemoryEnv, memory_env_version
+                 memory_weight: float | None = None, **penalties):
+        from rlhf_gym.envs.memory import DEFAULT_MEMORY_WEIGHT, DialogueMemoryEnv, memory_env_version
 
         version = memory_env_version(env_id)  # v0 or v1: the memory rule the reward uses
+        weight = DEFAULT_MEMORY_WEIGHT if memory_weight is None else float(memory_weight)
         first = DialogueMemoryEnv(split, reward_model=reward_model if reward_model is not None else "builtin",
-                                  version=version, **penalties)
+                                  version=version, memory_weight=weight, **penalties)
         shared = first.reward_fn.reward_model  # one reward model for every episode
-        self.envs = [first] + [DialogueMemoryEnv(split, reward_model=shared, version=version, **penalties)
+        self.envs = [first] + [DialogueMemoryEnv(split, reward_model=shared, version=version, memory_weight=weight,
+                                                 **penalties)
                                for _ in range(n_episodes - 1)]
         self.num_envs, self.n_episodes, self.split = int(num_envs), int(n_episodes), split
         self.reward_fn = first.reward_fn  # the trainer moves its encoder to the policy's device
@@ -106,9 +108,11 @@ def _components(infos: list[dict]) -> dict[str, np.ndarray]:
 
 def collect_turns(policy, tokenizer, meta, pool: EpisodePool, episodes: Sequence[int], *, k: int,
                   turns_per_episode: int, view, max_new_tokens: int, temperature: float,
-                  rng: np.random.Generator, progress=None) -> Rollout:
+                  rng: np.random.Generator, progress=None, history_replies: str = "policy") -> Rollout:
     """Play ``episodes`` (indices into the pool's split) with the policy and return the trained
-    turns' samples, each group of ``k`` replies to one observation contiguous (RLOO's layout)."""
+    turns' samples, each group of ``k`` replies to one observation contiguous (RLOO's layout).
+    ``history_replies="human"``: the turns that are not trained are answered with the
+    conversation's real human reply instead of a generated one (no generation there)."""
     from rlhf_gym.envs.memory import step_many
 
     if is_seq2seq(policy):
@@ -121,15 +125,26 @@ def collect_turns(policy, tokenizer, meta, pool: EpisodePool, episodes: Sequence
     limit = pool.task.max_response_chars
     samples: list[dict] = []
     active = list(range(len(envs)))
+    if history_replies not in ("policy", "human"):
+        raise ValueError(f"history_replies must be 'policy' or 'human', got {history_replies!r}")
     while active:
-        prompts, owners = [], []  # owners: (episode slot, replies sampled for it)
+        prompts, owners, human = [], [], {}  # owners: (episode slot, replies for it); human: row -> real reply
         for e in active:
             n = k if envs[e]._turn in trained[e] else 1
+            if envs[e]._turn not in trained[e] and history_replies == "human":
+                human[len(prompts)] = envs[e]._episode.real_replies[envs[e]._turn]
             prompts += [view(observations[e])] * n
             owners.append((e, n))
-        q, qm, r, rm, texts, has_eos = sample(policy, tokenizer, meta, prompts, max_new_tokens=max_new_tokens,
-                                              temperature=temperature)
-        texts = [fit_action(t, limit) for t in texts]  # the log-probs still cover every generated token
+        generate = [j for j in range(len(prompts)) if j not in human]
+        texts = [fit_action(human[j], limit) if j in human else "" for j in range(len(prompts))]
+        q = qm = r = rm = has_eos = None
+        rows: dict[int, int] = {}
+        if generate:
+            q, qm, r, rm, generated, has_eos = sample(policy, tokenizer, meta, [prompts[j] for j in generate],
+                                                      max_new_tokens=max_new_tokens, temperature=temperature)
+            rows = {j: i for i, j in enumerate(generate)}  # prompt row -> row of the generated batch
+            for j, i in rows.items():
+                texts[j] = fit_action(generated[i], limit)  # the log-probs still cover every generated token
         # Branches (the extra replies to a trained turn) are made before the episode steps on.
         step_envs, kept = [], []
         for e, n in owners:
@@ -137,9 +152,10 @@ def collect_turns(policy, tokenizer, meta, pool: EpisodePool, episodes: Sequence
             kept += [envs[e]._turn in trained[e]] * n
         results = step_many(step_envs, texts)
         for j, (_, reward, _, _, info) in enumerate(results):
-            if kept[j]:
-                samples.append({"prompt": prompts[j], "query": q[j][qm[j].bool()], "response": r[j][rm[j].bool()],
-                                "text": texts[j], "has_eos": bool(has_eos[j]), "reward": float(reward), "info": info})
+            if kept[j]:  # a trained turn: always generated
+                i = rows[j]
+                samples.append({"prompt": prompts[j], "query": q[i][qm[i].bool()], "response": r[i][rm[i].bool()],
+                                "text": texts[j], "has_eos": bool(has_eos[i]), "reward": float(reward), "info": info})
         still = []
         row = 0
         for e, n in owners:

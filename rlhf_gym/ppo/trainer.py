@@ -187,7 +187,8 @@ def make_env(cfg: PPOConfig, reward_model=None, num_envs: int | None = None):
     rm = reward_model if reward_model is not None else (None if cfg.reward == "builtin" else cfg.reward)
     penalties = {"safety_coef": cfg.safety_coef} if cfg.safety_coef else {}
     if is_multi_turn_env(cfg.env_id):
-        return EpisodePool(cfg.env_id, num_envs, episodes_per_iteration(cfg), cfg.split, rm, **penalties)
+        return EpisodePool(cfg.env_id, num_envs, episodes_per_iteration(cfg), cfg.split, rm,
+                           memory_weight=cfg.memory_weight, **penalties)
     return TextVectorEnv(cfg.env_id, num_envs=num_envs, split=cfg.split, reward_model=rm, **penalties)
 
 
@@ -283,7 +284,8 @@ def train(cfg: PPOConfig, reward_model: Any | None = None, callback: Callable[[d
         free = ("iterations", "progress", "plot", "resume", "threads", "world_size")
         # a run saved before sampling_rng existed sampled from the global generator
         # (and before the multi-turn fields existed, which single-turn runs ignore: their defaults)
-        saved = {"sampling_rng": "global", "turns_per_episode": 4, "history_view": "full", **{k: v for k, v in state["config"].items() if k not in free}}
+        saved = {"sampling_rng": "global", "turns_per_episode": 4, "history_view": "full", "history_replies": "policy",
+                 "memory_weight": None, **{k: v for k, v in state["config"].items() if k not in free}}
         now = {k: v for k, v in cfg.to_json().items() if k not in free}
         if saved != now:
             diff = sorted(k for k in now if saved.get(k) != now[k])
@@ -350,6 +352,7 @@ def train(cfg: PPOConfig, reward_model: Any | None = None, callback: Callable[[d
             if multi_turn:  # the drawn episodes played turn by turn; k replies per trained turn
                 ro = collect_turns(parts.lm, tok, meta, env, [int(i) for i in idx], k=repeat,
                                    turns_per_episode=cfg.turns_per_episode, view=view,
+                                   history_replies=cfg.history_replies,
                                    max_new_tokens=max_new_tokens, temperature=cfg.temperature, rng=np_rng)
             else:
                 ro = collect(parts.lm, tok, meta, env, examples[mine], max_new_tokens=max_new_tokens,
