@@ -46,6 +46,13 @@ MEMORY_ENV_PREFIX = "rlhf_gym/DialogueMemory-"
 DEFAULT_MEMORY_WEIGHT = 3.0  # ~0.75 std of the proxy head's score on the real replies (std 4.0, 60 test episodes)
 
 
+def check_memory_weight(memory_weight: float) -> float:
+    """``memory_weight`` if it is a finite number >= 0 (the env's and the trainer's check), else a ValueError."""
+    if not math.isfinite(memory_weight) or memory_weight < 0:
+        raise ValueError(f"memory_weight must be a finite number >= 0, got {memory_weight!r}")
+    return float(memory_weight)
+
+
 def is_memory_env(env_id: str) -> bool:
     return env_id.startswith(MEMORY_ENV_PREFIX) or env_id.startswith("DialogueMemory-")
 
@@ -80,8 +87,7 @@ class DialogueMemoryEnv(gym.Env[str, str]):
 
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
-        if not math.isfinite(memory_weight) or memory_weight < 0:
-            raise ValueError(f"memory_weight must be a finite number >= 0, got {memory_weight!r}")
+        check_memory_weight(memory_weight)
         if version not in MEMORY_RULE_VERSIONS:
             raise ValueError(f"unknown DialogueMemory version {version!r}; known: {MEMORY_RULE_VERSIONS}")
         self.version = int(version)

@@ -124,8 +124,10 @@ class PPOConfig:
         parse_history_view(self.history_view)  # a clear error for a bad view now, not after loading models
         if self.history_replies not in ("policy", "human"):
             raise ValueError(f"history_replies must be 'policy' or 'human', got {self.history_replies!r}")
-        if self.memory_weight is not None and not (self.memory_weight >= 0 and self.memory_weight < float("inf")):
-            raise ValueError(f"memory_weight must be a finite number >= 0, got {self.memory_weight!r}")
+        if self.memory_weight is not None:
+            from rlhf_gym.envs.memory import check_memory_weight
+
+            check_memory_weight(self.memory_weight)
         if self.dtype not in ("auto", "fp32", "bf16"):
             # fp16 would need loss scaling; bf16 has fp32's range and needs none
             raise ValueError(f"dtype must be auto, fp32 or bf16, got {self.dtype!r}")
