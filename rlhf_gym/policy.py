@@ -729,13 +729,9 @@ def generate(model, tokenizer, meta: PolicyMeta, prompts: Sequence[str], *, max_
     ids = encode_prompts(tokenizer, prompts, meta)
     if any(len(x) == 0 for x in ids):
         raise ValueError("empty prompt after tokenization")
-    q_len = max(len(x) for x in ids)
     pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
-    query = torch.full((len(ids), q_len), pad, dtype=torch.long)
-    qmask = torch.zeros((len(ids), q_len), dtype=torch.long)
-    for i, x in enumerate(ids):
-        query[i, q_len - len(x):] = torch.tensor(x)
-        qmask[i, q_len - len(x):] = 1
+    query, qmask = left_pad(ids, pad)
+    q_len = query.shape[1]
     if num_return_sequences > 1:
         query = query.repeat_interleave(num_return_sequences, 0)
         qmask = qmask.repeat_interleave(num_return_sequences, 0)
@@ -768,6 +764,29 @@ def generate(model, tokenizer, meta: PolicyMeta, prompts: Sequence[str], *, max_
     out = out.cpu()
     # seq2seq outputs start with the decoder start token; causal outputs start with the query.
     response = out[:, 1:] if is_seq2seq(model) else out[:, q_len:]
+    return (query, qmask, *finish_responses(response, tokenizer))
+
+
+def left_pad(ids: Sequence[Sequence[int]], pad: int):
+    """(query [B, Q], mask [B, Q]): token-id lists left-padded to the longest."""
+    import torch
+
+    q_len = max(len(x) for x in ids)
+    query = torch.full((len(ids), q_len), pad, dtype=torch.long)
+    qmask = torch.zeros((len(ids), q_len), dtype=torch.long)
+    for i, x in enumerate(ids):
+        query[i, q_len - len(x):] = torch.tensor(list(x), dtype=torch.long)
+        qmask[i, q_len - len(x):] = 1
+    return query, qmask
+
+
+def finish_responses(response, tokenizer):
+    """(response, response_mask, texts, has_eos) from generated ids [B, T]: everything after the
+    first EOS becomes pad, the mask covers the tokens up to and including it, and the texts are
+    decoded up to it (special tokens skipped, stripped)."""
+    import torch
+
+    pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
     is_eos = response == eos
     has_eos = is_eos.any(1)
     first_eos = torch.where(has_eos, is_eos.int().argmax(1), torch.full_like(has_eos, response.shape[1], dtype=torch.long))
@@ -776,7 +795,7 @@ def generate(model, tokenizer, meta: PolicyMeta, prompts: Sequence[str], *, max_
     response = torch.where(rmask.bool(), response, torch.full_like(response, pad))
     texts = [tokenizer.decode(r[:int(e)].tolist(), skip_special_tokens=True).strip()
              for r, e in zip(response, first_eos)]
-    return query, qmask, response, rmask, texts, has_eos
+    return response, rmask, texts, has_eos
 
 
 def shared_prompt_groups(query, query_mask):

@@ -41,6 +41,10 @@ class PPOConfig:
     max_new_tokens: int | None = None  # None: the policy's default for its task
     max_prompt_len: int | None = None
     temperature: float = 1.0
+    # who samples the rollouts: "hf" (transformers generate on the trained module) or "vllm" (a vLLM
+    # engine in this process, the policy's weights synced into it after every update; needs vllm)
+    generation_backend: str = "hf"
+    vllm_gpu_memory_utilization: float = 0.3  # the GPU share vLLM may take (weights + KV cache)
     # "global": HF sampling from torch's global generator; "per-sample": response j of iteration t
     # from its own generator seeded by (seed, t, j), so splitting the batch across data-parallel
     # ranks changes no sample; "auto": per-sample when data-parallel, else global
@@ -117,6 +121,10 @@ class PPOConfig:
             raise ValueError("temperature must be > 0 (PPO needs a sampling policy)")
         if self.sampling_rng not in ("auto", "global", "per-sample"):
             raise ValueError(f"sampling_rng must be auto, global or per-sample, got {self.sampling_rng!r}")
+        if self.generation_backend not in ("hf", "vllm"):
+            raise ValueError(f"generation_backend must be 'hf' or 'vllm', got {self.generation_backend!r}")
+        if not 0.0 < self.vllm_gpu_memory_utilization <= 1.0:
+            raise ValueError(f"vllm_gpu_memory_utilization must be in (0, 1], got {self.vllm_gpu_memory_utilization}")
         if self.turns_per_episode < 1:
             raise ValueError(f"turns_per_episode must be >= 1, got {self.turns_per_episode}")
         from rlhf_gym.memory.view import parse_history_view

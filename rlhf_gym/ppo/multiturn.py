@@ -108,11 +108,13 @@ def _components(infos: list[dict]) -> dict[str, np.ndarray]:
 
 def collect_turns(policy, tokenizer, meta, pool: EpisodePool, episodes: Sequence[int], *, k: int,
                   turns_per_episode: int, view, max_new_tokens: int, temperature: float,
-                  rng: np.random.Generator, progress=None, history_replies: str = "policy") -> Rollout:
+                  rng: np.random.Generator, progress=None, history_replies: str = "policy",
+                  generation=None) -> Rollout:
     """Play ``episodes`` (indices into the pool's split) with the policy and return the trained
     turns' samples, each group of ``k`` replies to one observation contiguous (RLOO's layout).
     ``history_replies="human"``: the turns that are not trained are answered with the
-    conversation's real human reply instead of a generated one (no generation there)."""
+    conversation's real human reply instead of a generated one (no generation there).
+    ``generation``: another sampling backend (vLLM) instead of HF generate on ``policy``."""
     from rlhf_gym.envs.memory import step_many
 
     if is_seq2seq(policy):
@@ -141,7 +143,8 @@ def collect_turns(policy, tokenizer, meta, pool: EpisodePool, episodes: Sequence
         rows: dict[int, int] = {}
         if generate:
             q, qm, r, rm, generated, has_eos = sample(policy, tokenizer, meta, [prompts[j] for j in generate],
-                                                      max_new_tokens=max_new_tokens, temperature=temperature)
+                                                      max_new_tokens=max_new_tokens, temperature=temperature,
+                                                      generation=generation)
             rows = {j: i for i, j in enumerate(generate)}  # prompt row -> row of the generated batch
             for j, i in rows.items():
                 texts[j] = fit_action(generated[i], limit)  # the log-probs still cover every generated token

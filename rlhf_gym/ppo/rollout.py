@@ -40,7 +40,14 @@ class Rollout:
 
 
 def sample(policy, tokenizer, meta: PolicyMeta, prompts: Sequence[str], *, max_new_tokens: int,
-           temperature: float, num_return_sequences: int = 1, seeds: Sequence[int] | None = None):
+           temperature: float, num_return_sequences: int = 1, seeds: Sequence[int] | None = None,
+           generation=None):
+    """Sampled responses as :func:`rlhf_gym.policy.generate` returns them: from HF generate on
+    ``policy``, or from ``generation.sample`` (a vLLM engine holding the policy's weights)."""
+    if generation is not None:
+        if num_return_sequences != 1:
+            raise ValueError("the vLLM backend takes repeated prompts, not num_return_sequences")
+        return generation.sample(prompts, max_new_tokens=max_new_tokens, temperature=temperature, seeds=seeds)
     was_training = policy.training
     policy.eval()
     out = generate(policy, tokenizer, meta, list(prompts), max_new_tokens=max_new_tokens,
@@ -114,14 +121,17 @@ def env_step_components(info: dict) -> dict[str, np.ndarray]:
 
 def collect(policy, tokenizer, meta, env, indices: Sequence[int], *, max_new_tokens: int, temperature: float,
             missing_eos_penalty: float = 0.0, score_clip: float | None = None,
-            moments: RunningMoments | None = None, seeds: Sequence[int] | None = None) -> Rollout:
+            moments: RunningMoments | None = None, seeds: Sequence[int] | None = None,
+            generation=None) -> Rollout:
     """One rollout through ``env`` (a ``TextVectorEnv`` with ``len(indices)`` slots): reset on the
-    named examples, generate (``seeds``: one generator per response), step, shape."""
+    named examples, generate (``seeds``: one generator per response; ``generation``: another
+    backend's ``sample``, e.g. :class:`rlhf_gym.ppo.vllm_generation.VLLMGeneration`, instead of
+    HF generate on ``policy``), step, shape."""
     prompts, info = env.reset(options={"indices": [int(i) for i in indices]})
     prompts = list(prompts)
     query, qmask, response, rmask, texts, has_eos = sample(policy, tokenizer, meta, prompts,
                                                            max_new_tokens=max_new_tokens, temperature=temperature,
-                                                           seeds=seeds)
+                                                           seeds=seeds, generation=generation)
     limit = env.task.max_response_chars
     texts = [fit_action(t, limit) for t in texts]  # the log-probs still cover every generated token
     _, reward, _, _, step_info = env.step(texts)

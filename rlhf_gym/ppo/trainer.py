@@ -281,7 +281,8 @@ def train(cfg: PPOConfig, reward_model: Any | None = None, callback: Callable[[d
     if cfg.resume and ckpt_path.exists():
         state = torch.load(ckpt_path, weights_only=False, map_location=device)
         # may differ between slices of one run (per-sample sampling makes the world size free too)
-        free = ("iterations", "progress", "plot", "resume", "threads", "world_size")
+        free = ("iterations", "progress", "plot", "resume", "threads", "world_size", "generation_backend",
+                "vllm_gpu_memory_utilization")
         # a run saved before sampling_rng existed sampled from the global generator
         # (and before the multi-turn fields existed, which single-turn runs ignore: their defaults)
         saved = {"sampling_rng": "global", "turns_per_episode": 4, "history_view": "full", "history_replies": "policy",
@@ -338,10 +339,19 @@ def train(cfg: PPOConfig, reward_model: Any | None = None, callback: Callable[[d
         n_prompts, view = episodes_per_iteration(cfg), view_function(cfg.history_view)
     repeat = cfg.rloo_k if cfg.algo == "rloo" else 1
     mb, accum = cfg.mini_batch_size, cfg.grad_accum_steps
+    generation = None
+    if cfg.generation_backend == "vllm":  # built after a resume has loaded the trained weights
+        from rlhf_gym.ppo.vllm_generation import VLLMGeneration
+
+        generation = VLLMGeneration(parts.lm, tok, meta, max_new_tokens=max_new_tokens, dtype=cfg.dtype,
+                                    gpu_memory_utilization=cfg.vllm_gpu_memory_utilization, seed=cfg.seed,
+                                    device=device)
     single_pass = uses_single_pass(cfg)
 
     for iteration in range(start_iter + 1, cfg.iterations + 1):
         t0 = time.perf_counter()
+        if generation is not None and not generation.synced:
+            generation.sync(parts.lm)  # the last update's weights, before they sample (counted in time_rollout)
         # ---- 1-2. rollout through the env: reset on the drawn prompts, generate, step
         idx = np_rng.choice(n_examples, size=n_prompts, replace=n_examples < n_prompts)
         examples = [int(i) for i in idx for _ in range(repeat)]
@@ -352,11 +362,11 @@ def train(cfg: PPOConfig, reward_model: Any | None = None, callback: Callable[[d
             if multi_turn:  # the drawn episodes played turn by turn; k replies per trained turn
                 ro = collect_turns(parts.lm, tok, meta, env, [int(i) for i in idx], k=repeat,
                                    turns_per_episode=cfg.turns_per_episode, view=view,
-                                   history_replies=cfg.history_replies,
+                                   history_replies=cfg.history_replies, generation=generation,
                                    max_new_tokens=max_new_tokens, temperature=cfg.temperature, rng=np_rng)
             else:
                 ro = collect(parts.lm, tok, meta, env, examples[mine], max_new_tokens=max_new_tokens,
-                             temperature=cfg.temperature, seeds=seeds)
+                             temperature=cfg.temperature, seeds=seeds, generation=generation)
         ro = dp.gather_rollout(ro, tok.pad_token_id)
         # shaped over the global batch: the running moments see every rank's scores
         ro.scores = shape_scores(ro.raw_scores, ro.has_eos, cfg.missing_eos_penalty, cfg.score_clip, moments)
@@ -443,6 +453,8 @@ def train(cfg: PPOConfig, reward_model: Any | None = None, callback: Callable[[d
                 for key in ("clipfrac", "approxkl", "ratio"):
                     stats[key].append(float(pg_stats[key]))
         parts.train(False)
+        if generation is not None:
+            generation.synced = False  # the weights moved: the engine's copy is stale
         stats = {key: dp.sum(values, device) for key, values in stats.items()}  # add up the ranks' parts
         t_end = time.perf_counter()
 
