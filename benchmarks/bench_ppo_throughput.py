@@ -76,6 +76,7 @@ def bench_native(args, algo: str, backend: str = "hf") -> dict:
             # generation (and, with vllm, the weight sync before it) + the env's reward
             "seconds_rollout_per_iteration": rollout / len(timed),
             "rollout_tokens_per_second": tokens / rollout,
+            "seconds_weight_sync_per_iteration": sum(h.get("time_weight_sync", 0.0) for h in timed) / len(timed),
             "mean_response_tokens": tokens / (args.batch_size * len(timed)),
             "iterations_timed": len(timed), "generation_backend": backend,
             # everything train() did, incl. loading the policy and, with vllm, starting the engine
@@ -204,8 +205,10 @@ def decode_vs_bound(args) -> dict:
 
         from rlhf_gym.ppo.vllm_generation import VLLMGeneration
 
+        t = time.perf_counter()
         engine = VLLMGeneration(model, tok, meta, max_new_tokens=steps, seed=args.seed, device=args.device,
                                 dtype="fp32" if args.device == "cpu" else "auto")
+        vllm["vllm_engine_start_seconds"] = time.perf_counter() - t
         ids = [[int(t) for t, m in zip(row, mask) if m] for row, mask in
                zip(enc["input_ids"].tolist(), enc["attention_mask"].tolist())]
         params = [SamplingParams(temperature=args.temperature, top_p=1.0, top_k=0, min_tokens=steps, max_tokens=steps,
@@ -217,9 +220,9 @@ def decode_vs_bound(args) -> dict:
         outs = engine.llm.generate(requests, params, use_tqdm=False)
         vllm_secs = time.perf_counter() - t
         vllm_tokens = sum(len(o.outputs[0].token_ids) for o in outs)
-        vllm = {"vllm_seconds": vllm_secs, "vllm_tokens_per_second": vllm_tokens / vllm_secs,
+        vllm.update({"vllm_seconds": vllm_secs, "vllm_tokens_per_second": vllm_tokens / vllm_secs,
                 "vllm_fraction_of_bound": vllm_tokens / vllm_secs / bound,
-                "vllm_dtype": str(engine.llm.llm_engine.model_config.dtype)}
+                "vllm_dtype": str(engine.llm.llm_engine.model_config.dtype)})
     return {**vllm, "batch": args.batch_size, "decode_steps": steps, "prompt_tokens_padded": int(enc["input_ids"].shape[1]),
             "seconds": secs, "tokens_per_second": new_tokens / secs,
             "weight_bytes": weight_bytes, "dtype": str(next(model.parameters()).dtype),

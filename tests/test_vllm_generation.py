@@ -138,16 +138,10 @@ def test_vllm_greedy_equals_hf_greedy_before_and_after_a_sync():
     assert one == again[::-1]
 
 
-@needs_vllm
-def test_rloo_with_vllm_rollouts_learns_the_toy_task(tmp_path):
-    """The RLOO learning test of test_rloo.py with every rollout sampled by vLLM (weights synced
-    after each update): the reward must rise as it does with HF rollouts."""
-    from test_ppo import REWARD, toy_env_id
-
+def vllm_tiny_policy(path):
+    """test_ppo's tiny policy, with heads of 32 dimensions (vLLM's CPU attention has no 16-wide kernel)."""
     from rlhf_gym.policy import save_policy
-    from rlhf_gym.ppo.trainer import train
 
-    # test_ppo's tiny policy, with heads of 32 dimensions (vLLM's CPU attention has no 16-wide kernel)
     tok = load_tokenizer()
     model = build_tiny_policy(tok, n_layer=1, n_embd=64, n_head=2, n_positions=128, seed=0)
     model.config.initializer_range = 0.5
@@ -155,13 +149,44 @@ def test_rloo_with_vllm_rollouts_learns_the_toy_task(tmp_path):
     model.apply(model._init_weights)
     meta = PolicyMeta(env_id="rlhf_gym/Translation-v0", kind="translation", arch="causal", max_prompt_len=24,
                       max_new_tokens=8)
-    policy = save_policy(model, tok, meta, tmp_path / "p")
-    cfg = make_config("cpu-tiny", algo="rloo", env_id=toy_env_id(), policy=str(policy), out=str(tmp_path / "run"),
-                      iterations=15, batch_size=32, mini_batch_size=16, rloo_k=4, lr=1e-2, kl_coef=0.01,
-                      missing_eos_penalty=0.0, save_every=100, progress=False, plot=False,
+    return save_policy(model, tok, meta, path)
+
+
+def learning(history, key="reward_mean"):
+    return sum(h[key] for h in history[:2]) / 2, sum(h[key] for h in history[-3:]) / 3
+
+
+@needs_vllm
+def test_rloo_with_vllm_rollouts_learns_the_toy_task(tmp_path):
+    """The RLOO learning test of test_rloo.py with every rollout sampled by vLLM (weights synced
+    after each update): the reward must rise as it does with HF rollouts."""
+    from test_ppo import REWARD, toy_env_id
+
+    from rlhf_gym.ppo.trainer import train
+
+    cfg = make_config("cpu-tiny", algo="rloo", env_id=toy_env_id(), policy=str(vllm_tiny_policy(tmp_path / "p")),
+                      out=str(tmp_path / "run"), iterations=15, batch_size=32, mini_batch_size=16, rloo_k=4, lr=1e-2,
+                      kl_coef=0.01, missing_eos_penalty=0.0, save_every=100, progress=False, plot=False,
                       generation_backend="vllm")
     history = train(cfg, reward_model=REWARD)
-    start = sum(h["reward_mean"] for h in history[:2]) / 2
-    end = sum(h["reward_mean"] for h in history[-3:]) / 3
+    start, end = learning(history)
     assert end >= start + 0.3, (start, end)  # this policy starts near 0.28; rollouts from a stale engine stay there
     assert history[1]["kl"] != 0.0  # iteration 2 sampled from the updated policy
+    assert history[0]["time_weight_sync"] == 0.0 and all(h["time_weight_sync"] > 0 for h in history[1:])
+
+
+@needs_vllm
+def test_multi_turn_rloo_with_vllm_rollouts_learns(tmp_path):
+    """test_ppo_multiturn's learning test (the toy reward through the memory env, two trained
+    turns per episode) with the turns sampled by vLLM."""
+    from test_ppo import REWARD
+
+    from rlhf_gym.ppo.trainer import train
+
+    cfg = make_config("cpu-tiny", algo="rloo", env_id="rlhf_gym/DialogueMemory-v0", split="validation",
+                      policy=str(vllm_tiny_policy(tmp_path / "p")), out=str(tmp_path / "run"), iterations=15,
+                      batch_size=32, mini_batch_size=16, rloo_k=4, turns_per_episode=2, lr=1e-2, kl_coef=0.01,
+                      missing_eos_penalty=0.0, save_every=100, progress=False, plot=False, history_view="window:2",
+                      generation_backend="vllm")
+    start, end = learning(train(cfg, reward_model=REWARD), "score_mean")
+    assert end >= start + 0.3, (start, end)

@@ -42,7 +42,7 @@ from rlhf_gym.ppo.rollout import shape_scores
 METRIC_KEYS = ("iteration", "reward_mean", "score_mean", "unsafe_fraction", "rlhf_reward", "kl", "entropy", "policy_loss", "value_loss", "clipfrac",
                "approxkl", "explained_variance", "response_length", "eos_fraction", "kl_coef",
                "tokens_per_second", "samples_per_second")
-TIMING_KEYS = ("tokens_per_second", "samples_per_second", "time_rollout", "time_update", "time_iteration",
+TIMING_KEYS = ("tokens_per_second", "samples_per_second", "time_rollout", "time_weight_sync", "time_update", "time_iteration",
                "peak_memory_mb")
 
 
@@ -350,8 +350,10 @@ def train(cfg: PPOConfig, reward_model: Any | None = None, callback: Callable[[d
 
     for iteration in range(start_iter + 1, cfg.iterations + 1):
         t0 = time.perf_counter()
+        t_sync = 0.0
         if generation is not None and not generation.synced:
             generation.sync(parts.lm)  # the last update's weights, before they sample (counted in time_rollout)
+            t_sync = time.perf_counter() - t0
         # ---- 1-2. rollout through the env: reset on the drawn prompts, generate, step
         idx = np_rng.choice(n_examples, size=n_prompts, replace=n_examples < n_prompts)
         examples = [int(i) for i in idx for _ in range(repeat)]
@@ -487,6 +489,7 @@ def train(cfg: PPOConfig, reward_model: Any | None = None, callback: Callable[[d
             "tokens_per_second": n_tokens / (t_end - t0),
             "samples_per_second": cfg.batch_size / (t_end - t0),
             "time_rollout": t_gen - t0,
+            "time_weight_sync": t_sync,  # vLLM backend: loading the updated weights into the engine
             "time_update": t_end - t_gen,
             "time_iteration": t_end - t0,
             "peak_memory_mb": _peak_memory_mb(device),
