@@ -9,9 +9,9 @@ What stays the same as the HF path (``rlhf_gym.policy.generate``): the prompt to
 same :func:`encode_prompts`), pure temperature sampling (``top_k=0``, ``top_p=1``, ``min_p=0``,
 no penalties, the model's own generation config ignored), the EOS that ends a response, and the
 tensors handed back (left-padded query, response padded after EOS, its mask, texts decoded the
-same way). What differs: the random numbers (each response gets a vLLM seed: the per-sample seed
-when the run has them, else one drawn from torch's global generator, so a run stays reproducible)
-and float rounding in vLLM's kernels. The update's log-probs are recomputed by the HF policy, as
+same way). What differs: the random numbers (vLLM seeds: each sample's own under per-sample
+sampling, else one per distinct prompt drawn from torch's global generator, so a run stays
+reproducible) and float rounding in vLLM's kernels. The update's log-probs are recomputed by the HF policy, as
 with HF rollouts, so the loss is the same function of the samples.
 
 vLLM is an optional dependency (``pip install vllm`` on a CUDA machine; on x86-64 CPUs the
@@ -28,7 +28,7 @@ from typing import Iterator, Sequence
 
 import torch
 
-from rlhf_gym.policy import PolicyMeta, encode_prompts, finish_responses, is_seq2seq, left_pad
+from rlhf_gym.policy import PolicyMeta, _hf_model, encode_prompts, finish_responses, is_seq2seq, left_pad
 
 
 def merged_weights(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
@@ -79,11 +79,12 @@ class VLLMGeneration:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB of KV cache; vLLM's default is larger
         self.tokenizer, self.meta = tokenizer, meta
         self.max_new_tokens = int(max_new_tokens)
-        ids = [len(x) for x in encode_prompts(tokenizer, ["x"], meta)]
+        hf_model = _hf_model(model)
+        template = len(encode_prompts(tokenizer, ["x"], meta)[0])
         # the longest prompt the policy can get (meta.max_prompt_len of text plus the template) plus the reply
-        max_model_len = meta.max_prompt_len + ids[0] + self.max_new_tokens + 8
-        hf_config = (model.get_base_model() if hasattr(model, "get_base_model") else model).config
-        positions = getattr(hf_config, "max_position_embeddings", None) or getattr(hf_config, "n_positions", None)
+        max_model_len = meta.max_prompt_len + template + self.max_new_tokens + 8
+        positions = (getattr(hf_model.config, "max_position_embeddings", None)
+                     or getattr(hf_model.config, "n_positions", None))
         if positions:
             max_model_len = min(max_model_len, int(positions))
         weights_dtype = {"bf16": "bfloat16", "fp32": "float32"}.get(dtype, "auto")
@@ -97,7 +98,6 @@ class VLLMGeneration:
         with tempfile.TemporaryDirectory(prefix="rlhf_gym_vllm_") as folder:
             # vLLM builds its model from a folder: the policy's config and tokenizer (the weights are
             # loaded here from the same folder, and replaced by sync() before every rollout anyway)
-            hf_model = model.get_base_model() if hasattr(model, "get_base_model") else model
             hf_model.config.save_pretrained(folder)
             from safetensors.torch import save_file
 
@@ -113,7 +113,7 @@ class VLLMGeneration:
     def sync(self, model) -> None:
         """Load ``model``'s current weights (LoRA merged) into the engine and forget cached prefixes
         (their keys and values came from the old weights)."""
-        hf_model = model.get_base_model() if hasattr(model, "get_base_model") else model
+        hf_model = _hf_model(model)
         weights = [(n, t) for n, t in merged_weights(hf_model) if not _is_tied_copy(hf_model, n)]
         try:
             # in place, with the kernel-format post-processing (repacking) redone; a bare
