@@ -101,8 +101,8 @@ class VLLMGeneration:
             hf_model.config.save_pretrained(folder)
             from safetensors.torch import save_file
 
-            save_file({n: t.contiguous().cpu() for n, t in merged_weights(hf_model)
-                       if not _is_tied_copy(hf_model, n)}, str(Path(folder) / "model.safetensors"))
+            save_file({n: t.contiguous().cpu() for n, t in _engine_weights(hf_model)},
+                      str(Path(folder) / "model.safetensors"))
             tokenizer.save_pretrained(folder)
             self.llm = LLM(model=folder, tokenizer=folder, dtype=weights_dtype, seed=int(seed), enforce_eager=True,
                            generation_config="vllm", max_model_len=int(max_model_len),
@@ -113,8 +113,7 @@ class VLLMGeneration:
     def sync(self, model) -> None:
         """Load ``model``'s current weights (LoRA merged) into the engine and forget cached prefixes
         (their keys and values came from the old weights)."""
-        hf_model = _hf_model(model)
-        weights = [(n, t) for n, t in merged_weights(hf_model) if not _is_tied_copy(hf_model, n)]
+        weights = _engine_weights(_hf_model(model))
         try:
             # in place, with the kernel-format post-processing (repacking) redone; a bare
             # model.load_weights() after start-up fails on processed layers (no weight_loader left)
@@ -170,6 +169,8 @@ class VLLMGeneration:
         return (query, qmask, *finish_responses(response, self.tokenizer))
 
 
-def _is_tied_copy(model, name: str) -> bool:
-    """The output embedding of a model that ties it to the input embedding: vLLM ties it itself."""
-    return name == "lm_head.weight" and bool(getattr(model.config, "tie_word_embeddings", False))
+def _engine_weights(model) -> list[tuple[str, torch.Tensor]]:
+    """What the engine loads: :func:`merged_weights`, less the output embedding of a model that ties
+    it to the input embedding (vLLM ties it itself)."""
+    tied = bool(getattr(model.config, "tie_word_embeddings", False))
+    return [(n, t) for n, t in merged_weights(model) if not (tied and n == "lm_head.weight")]
